@@ -1,0 +1,131 @@
+//! The command line: flags and subcommands as clap types, and nothing else.
+//!
+//! Parsing yields [`Cli`]; `commands` turns it into work. Global flags apply to every command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "devloop",
+    version,
+    about = "Local Kubernetes development: build, load, deploy, forward, watch",
+    long_about = "devloop builds your images, loads them into a local kind or minikube cluster, \
+applies the persistent tier once, deploys a profile, forwards ports and watches the source.\n\n\
+A project is a directory with a devloop.yaml; profiles live in profiles/<name>.yaml.",
+    after_help = "Docs: docs/configuration.md in the devloop repository. Exit codes: 0 ok, 1 failed, \
+2 usage, 3 invalid input, 4 environment (Docker or cluster) unavailable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Run as if started in DIR (the project is found there or above)
+    #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Profile to use: profiles/NAME.yaml [default: dev]
+    #[arg(short, long, global = true, env = "DEVLOOP_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Kube context to use [default: the current context]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Namespace for objects that name none (overrides devloop.yaml and the profile)
+    #[arg(short, long, global = true, value_name = "NAME")]
+    pub namespace: Option<String>,
+
+    /// More detail (-vv for debug logs)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors and requested output
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// When to colour output
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the fully resolved manifests of a profile, in apply order
+    Render(RenderArgs),
+    /// Create devloop.yaml, manifests and profiles for a project here
+    Init(InitArgs),
+    /// Check Docker, the kube context and local ports, and say how to fix what is missing
+    Doctor(DoctorArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Print Secret values instead of masking them
+    #[arg(long)]
+    pub show_secrets: bool,
+
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Yaml)]
+    pub output: OutputFormat,
+
+    /// Which tier to print
+    #[arg(long, value_enum, default_value_t = TierChoice::All)]
+    pub tier: TierChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    /// A JSON list of objects
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TierChoice {
+    All,
+    /// The persistent tier (manifests.infra and secrets)
+    Infra,
+    /// The profile tier (manifests.app and the profile's manifests)
+    App,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Project name [default: the directory's name]
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Name of the app image devloop builds [default: the project name]
+    #[arg(long)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,159 @@
+//! Which cluster a kube context points at: kind, minikube, or something else.
+//!
+//! Detection looks at the context's name and at the node containers Docker runs (kind and
+//! minikube label theirs), because a context name alone can lie and loading images into the
+//! wrong place must never happen. Loaders for each kind arrive with `devloop build`.
+
+use std::collections::HashMap;
+
+/// Labels kind puts on its node containers.
+pub const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
+pub const KIND_ROLE_LABEL: &str = "io.x-k8s.kind.role";
+/// The label minikube's docker driver puts on its node container (value: the profile).
+pub const MINIKUBE_NAME_LABEL: &str = "name.minikube.sigs.k8s.io";
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ClusterKind {
+    /// A kind cluster and its node containers.
+    Kind { cluster: String, nodes: Vec<String> },
+    /// A minikube profile running in a container.
+    Minikube { profile: String, node: String },
+    /// Anything else: a remote cluster, or a local one devloop cannot load images into directly.
+    Other,
+}
+
+impl std::fmt::Display for ClusterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterKind::Kind { cluster, nodes } => {
+                write!(f, "kind cluster `{cluster}` ({} node", nodes.len())?;
+                write!(f, "{})", if nodes.len() == 1 { "" } else { "s" })
+            }
+            ClusterKind::Minikube { profile, .. } => write!(f, "minikube profile `{profile}`"),
+            ClusterKind::Other => write!(f, "not kind or minikube"),
+        }
+    }
+}
+
+/// A running container's name and labels, as far as detection needs them.
+#[derive(Debug, Clone)]
+pub struct NodeContainer {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// The result of detection, with a note when the context and the containers disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub kind: ClusterKind,
+    pub note: Option<String>,
+}
+
+/// Classify `context` given the running containers (empty when Docker is unreachable).
+pub fn classify(context: &str, containers: &[NodeContainer]) -> Detection {
+    if let Some(cluster) = context.strip_prefix("kind-") {
+        let mut nodes: Vec<String> = containers
+            .iter()
+            .filter(|c| c.labels.get(KIND_CLUSTER_LABEL).map(String::as_str) == Some(cluster))
+            .map(|c| c.name.clone())
+            .collect();
+        nodes.sort();
+        if nodes.is_empty() {
+            return Detection {
+                kind: ClusterKind::Other,
+                note: Some(format!(
+                    "context `{context}` names a kind cluster, but no container labelled {KIND_CLUSTER_LABEL}={cluster} is running; start it (`kind create cluster --name {cluster}`) or pick another context"
+                )),
+            };
+        }
+        return Detection {
+            kind: ClusterKind::Kind {
+                cluster: cluster.to_string(),
+                nodes,
+            },
+            note: None,
+        };
+    }
+    if let Some(node) = containers
+        .iter()
+        .find(|c| c.labels.get(MINIKUBE_NAME_LABEL).map(String::as_str) == Some(context))
+    {
+        return Detection {
+            kind: ClusterKind::Minikube {
+                profile: context.to_string(),
+                node: node.name.clone(),
+            },
+            note: None,
+        };
+    }
+    let note = (context == "minikube").then(|| {
+        "context `minikube` has no running minikube container; run `minikube start`".to_string()
+    });
+    Detection {
+        kind: ClusterKind::Other,
+        note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, labels: &[(&str, &str)]) -> NodeContainer {
+        NodeContainer {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tells_kind_minikube_and_others_apart() {
+        let running = [
+            container("dev-control-plane", &[(KIND_CLUSTER_LABEL, "dev")]),
+            container("dev-worker", &[(KIND_CLUSTER_LABEL, "dev")]),
+            container("minikube", &[(MINIKUBE_NAME_LABEL, "minikube")]),
+        ];
+        assert_eq!(
+            classify("kind-dev", &running).kind,
+            ClusterKind::Kind {
+                cluster: "dev".into(),
+                nodes: vec!["dev-control-plane".into(), "dev-worker".into()]
+            }
+        );
+        assert!(matches!(classify("minikube", &running).kind, ClusterKind::Minikube { .. }));
+        assert_eq!(classify("gke_prod", &running).kind, ClusterKind::Other);
+        let stale = classify("kind-gone", &running);
+        assert_eq!(stale.kind, ClusterKind::Other);
+        assert!(stale.note.unwrap().contains("kind create cluster --name gone"));
+    }
+}
+
+/// Running containers that look like kind or minikube nodes.
+pub async fn node_containers(
+    docker: &bollard::Docker,
+) -> Result<Vec<NodeContainer>, bollard::errors::Error> {
+    let mut found = Vec::new();
+    for label in [KIND_CLUSTER_LABEL, MINIKUBE_NAME_LABEL] {
+        let options = bollard::query_parameters::ListContainersOptions {
+            filters: Some(HashMap::from([("label".to_string(), vec![label.to_string()])])),
+            ..Default::default()
+        };
+        for c in docker.list_containers(Some(options)).await? {
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string();
+            found.push(NodeContainer {
+                name,
+                labels: c.labels.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,94 @@
+//! The top-level error and the process exit status.
+//!
+//! Each module has its own error type naming the failed operation; this enum gathers them so
+//! `run` can print one cause chain and hint, and pick an exit code a script can rely on.
+
+use std::process::ExitCode;
+
+use crate::build::ContextError;
+use crate::config::ConfigError;
+use crate::diagnostic::Diagnostic;
+
+/// Exit codes are part of the CLI contract (documented in `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success = 0,
+    /// The command ran and failed (e.g. a doctor check failed).
+    Failure = 1,
+    /// Bad flags or arguments (clap's own code).
+    Usage = 2,
+    /// A project file or manifest is invalid.
+    InvalidInput = 3,
+    /// Docker or the cluster is not available.
+    Environment = 4,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        ExitCode::from(status as u8)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}", .0.headline())]
+    Input(Box<Diagnostic>),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Init(#[from] crate::commands::init::InitError),
+    #[error("{failed} of {total} checks failed")]
+    ChecksFailed { failed: usize, total: usize },
+}
+
+impl From<Diagnostic> for Error {
+    fn from(d: Diagnostic) -> Self {
+        Error::Input(Box::new(d))
+    }
+}
+
+impl Error {
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Error::Config(ConfigError::Read { .. }) | Error::Context(_) => ExitStatus::Failure,
+            Error::Config(_) | Error::Input(_) => ExitStatus::InvalidInput,
+            Error::Init(e) => e.exit_status(),
+            Error::ChecksFailed { .. } => ExitStatus::Failure,
+        }
+    }
+
+    /// The message without the hint (the printer shows the hint on its own line).
+    pub fn message(&self) -> String {
+        match self {
+            Error::Config(ConfigError::Invalid(d)) | Error::Input(d) => d.headline(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Config(ConfigError::Invalid(d)) | Error::Input(d) => d.hint.clone(),
+            Error::Config(e) => e.hint(),
+            Error::Init(e) => e.hint(),
+            Error::ChecksFailed { .. } => Some("follow the fixes above, then run `devloop doctor` again".into()),
+            Error::Context(_) => None,
+        }
+    }
+
+    /// The `#[source]` chain below the message.
+    pub fn causes(&self) -> Vec<String> {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(self);
+        // `transparent` variants' first source is the message itself; skip repeats.
+        while let Some(err) = source {
+            let text = err.to_string();
+            if text != self.message() && !causes.contains(&text) {
+                causes.push(text);
+            }
+            source = err.source();
+        }
+        causes
+    }
+}

@@ -1,0 +1,91 @@
+//! devloop: local Kubernetes development — build images, load them into a local cluster,
+//! deploy a profile, forward ports and watch the source.
+//!
+//! The binary is a thin wrapper around [`run`]; everything lives in this library so tests can
+//! drive it. Module map: `cli` (flags) → `commands` (one per subcommand) → `config` (the project
+//! model), `deploy` (manifests to objects), `build` (contexts and tags), `cluster` (which cluster),
+//! `engine` (Docker), `forward` (local ports); `output` prints, `error` maps failures to exit codes.
+
+pub mod build;
+pub mod cli;
+pub mod cluster;
+pub mod commands;
+pub mod config;
+pub mod defaults;
+pub mod deploy;
+pub mod diagnostic;
+pub mod engine;
+pub mod error;
+pub mod forward;
+pub mod output;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use error::{Error, ExitStatus};
+use output::Printer;
+
+/// Parse `args` and run the command; the exit code says how it went.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitStatus::Usage.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    let printer = Printer::new(cli.global.quiet, cli.global.verbose, cli.global.color);
+    init_tracing(cli.global.verbose);
+
+    match dispatch(&cli, &printer) {
+        Ok(()) => ExitStatus::Success.into(),
+        Err(err) => {
+            let hint = err.hint();
+            printer.error(&err.message(), &err.causes(), hint.as_deref());
+            err.exit_status().into()
+        }
+    }
+}
+
+fn dispatch(cli: &Cli, printer: &Printer) -> Result<(), Error> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Render(args) => commands::render::run(global, args, printer),
+        Command::Init(args) => commands::init::run(global, args, printer),
+        Command::Completions(args) => {
+            commands::completions(args, printer);
+            Ok(())
+        }
+        Command::Doctor(args) => runtime().block_on(commands::doctor::run(global, args, printer)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the OS can start a tokio runtime")
+}
+
+/// `-v` is for the user's story; `-vv` (or `RUST_LOG`) turns on diagnostics.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 | 1 => "warn",
+        2 => "devloop=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

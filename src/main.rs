@@ -1,0 +1,5 @@
+//! The `devloop` binary: everything happens in the library.
+
+fn main() -> std::process::ExitCode {
+    devloop::run(std::env::args_os())
+}

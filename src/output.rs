@@ -1,0 +1,93 @@
+//! Everything devloop prints to the user goes through [`Printer`].
+//!
+//! Requested output (rendered manifests, JSON) goes to stdout; the story (progress, warnings,
+//! errors) to stderr, and `--quiet` silences all of it but errors. Colour follows `--color`,
+//! `NO_COLOR` and whether stderr is a terminal. `tracing` is for diagnostics, not for this.
+
+use std::io::{IsTerminal, Write};
+
+use crate::cli::ColorChoice;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    quiet: bool,
+    verbose: u8,
+    color: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Style {
+    Ok,
+    Warn,
+    Error,
+    Dim,
+    Bold,
+}
+
+impl Printer {
+    pub fn new(quiet: bool, verbose: u8, color: ColorChoice) -> Self {
+        let color = match color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+            }
+        };
+        Self {
+            quiet,
+            verbose,
+            color,
+        }
+    }
+
+    pub fn verbose(&self) -> u8 {
+        self.verbose
+    }
+
+    /// Requested output on stdout; printed even with `--quiet`.
+    pub fn data(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (`devloop render | head`) is not an error worth a message.
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// A line of the story, on stderr.
+    pub fn info(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn warn(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{} {line}", self.paint(Style::Warn, "warning:"));
+        }
+    }
+
+    /// An error with its cause chain and hint; never silenced.
+    pub fn error(&self, message: &str, causes: &[String], hint: Option<&str>) {
+        let mut text = format!("{} {message}", self.paint(Style::Error, "error:"));
+        for cause in causes {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
+        if let Some(hint) = hint {
+            text.push_str(&format!("\n  {} {hint}", self.paint(Style::Bold, "hint:")));
+        }
+        eprintln!("{text}");
+    }
+
+    pub fn paint(&self, style: Style, text: &str) -> String {
+        if !self.color {
+            return text.to_string();
+        }
+        let code = match style {
+            Style::Ok => "32",
+            Style::Warn => "33",
+            Style::Error => "31;1",
+            Style::Dim => "2",
+            Style::Bold => "1",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds everything the offline test cluster needs, cached by Kubernetes version:
+#   1. components: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+#      kube-proxy, kubectl (from go.mod), etcd 3.5 + etcdctl (modules/etcd),
+#      CoreDNS (modules/coredns), kind (go install), the pause binary (gcc -static)
+#   2. the node image devloop/testnode:<k8s version> (Debian bookworm rootfs + binaries)
+# A second run only checks cache keys and takes seconds.
+#
+# Usage: tests/cluster/build.sh [--components-only]
+# Env:   DEVLOOP_CLUSTER_CACHE  cache root (default ~/.cache/devloop-testcluster)
+#        GOFLAGS                passed to go (default -p=2: the machine has 2 cores)
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KIND_VERSION=v0.30.0     # the real kind CLI, used to prove the nodes pass for kind's
+CRICTL_VERSION=v1.34.0   # crictl in the node: kind load uses `crictl inspecti`
+
+export GOFLAGS="${GOFLAGS:--p=2}"
+export CGO_ENABLED=0
+mkdir -p "$BIN_DIR"
+
+# stamp_ok KEY NAME FILE...: true when every FILE exists and the stamp for KEY is current.
+stamp_ok() {
+  local key=$1 name=$2 f
+  shift 2
+  local f
+  for f in "$@"; do [[ -x "$BIN_DIR/$f" ]] || return 1; done
+  [[ "$(cat "$BIN_DIR/.$name.stamp" 2>/dev/null)" == "$key" ]]
+}
+stamp_set() { echo "$1" >"$BIN_DIR/.$2.stamp"; }
+
+build_kubernetes() {
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ldflags="-s -w" pkg
+  # Without these, components report v0.0.0-master+$Format:%H$ and kubectl/kind
+  # version skew checks misbehave.
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  local key bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+  key="$(hash_files "$CLUSTER_DIR/go.mod" "$CLUSTER_DIR/go.sum")-$(go env GOVERSION)-$(echo "$ldflags" | sha256sum | cut -c1-8)"
+  if stamp_ok "$key" kubernetes "${bins[@]}"; then log "kubernetes $K8S_VERSION: cached"; return; fi
+  local pkgs=()
+  for pkg in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$pkg"); done
+  # One go build for all six so shared packages compile once.
+  (cd "$CLUSTER_DIR" && go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" "${pkgs[@]}")
+  stamp_set "$key" kubernetes
+}
+
+build_etcd() {
+  local dir="$CLUSTER_DIR/modules/etcd" key
+  key="$(hash_files "$dir/go.mod" "$dir/go.sum")-$(go env GOVERSION)"
+  if stamp_ok "$key" etcd etcd etcdctl; then log "etcd: cached"; return; fi
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd" go.etcd.io/etcd/server/v3 &&
+    go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcdctl" go.etcd.io/etcd/etcdctl/v3)
+  stamp_set "$key" etcd
+}
+
+build_coredns() {
+  local dir="$CLUSTER_DIR/modules/coredns" key
+  key="$(hash_files "$dir/go.mod" "$dir/go.sum")-$(go env GOVERSION)"
+  if stamp_ok "$key" coredns coredns; then log "coredns: cached"; return; fi
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/coredns" github.com/coredns/coredns)
+  stamp_set "$key" coredns
+}
+
+build_kind() {
+  local key="$KIND_VERSION-$(go env GOVERSION)"
+  if stamp_ok "$key" kind kind; then log "kind $KIND_VERSION: cached"; return; fi
+  # kind's go.mod has no replace directives, so plain go install works.
+  GOBIN="$BIN_DIR" go install "sigs.k8s.io/kind@$KIND_VERSION"
+  stamp_set "$key" kind
+}
+
+build_crictl() {
+  local key="$CRICTL_VERSION-$(go env GOVERSION)"
+  if stamp_ok "$key" crictl crictl; then log "crictl $CRICTL_VERSION: cached"; return; fi
+  GOBIN="$BIN_DIR" go install -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+  stamp_set "$key" crictl
+}
+
+build_pause() {
+  local src="$CLUSTER_DIR/node/pause.c" key
+  key="$(hash_files "$src")"
+  if stamp_ok "$key" pause pause; then log "pause: cached"; return; fi
+  command -v gcc >/dev/null || ensure_pkgs gcc libc6-dev
+  gcc -Os -static -Wall -Werror -o "$BIN_DIR/pause" "$src"
+  strip "$BIN_DIR/pause"
+  stamp_set "$key" pause
+}
+
+main() {
+  local t0; t0=$(date +%s.%N)
+  command -v go >/dev/null || die "Go >= 1.24 is needed (expected at /usr/local/go)"
+  log "Kubernetes $K8S_VERSION, cache $CACHE_DIR"
+  step "build kubernetes components" build_kubernetes
+  step "build etcd" build_etcd
+  step "build coredns" build_coredns
+  step "install kind" build_kind
+  step "install crictl" build_crictl
+  step "build pause" build_pause
+  if [[ "${1:-}" != "--components-only" ]]; then
+    step "node image" "$CLUSTER_DIR/node/build-image.sh"
+  fi
+  log "build.sh done in $(elapsed "$t0")s"
+}
+main "$@"

@@ -1,0 +1,93 @@
+# shellcheck shell=bash
+# Shared helpers for the offline test cluster scripts (sourced, not run).
+
+CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+
+# The one Kubernetes version this cluster runs: whatever go.mod pins.
+# (a "require" line or an entry of a require block; replace lines have "=>").
+K8S_VERSION="$(awk '/=>/ {next} $1 == "require" {$1 = ""; $0 = $0} $1 == "k8s.io/kubernetes" {print $2; exit}' "$CLUSTER_DIR/go.mod")"
+CACHE_ROOT="${DEVLOOP_CLUSTER_CACHE:-$HOME/.cache/devloop-testcluster}"
+CACHE_DIR="$CACHE_ROOT/$K8S_VERSION"
+BIN_DIR="$CACHE_DIR/bin"
+NODE_IMAGE="devloop/testnode:$K8S_VERSION"
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# step NAME CMD...: run CMD and print how long it took.
+step() {
+  local name=$1 start rc=0
+  shift
+  start=$(date +%s.%N)
+  log "== $name"
+  "$@" || rc=$?
+  log "== $name: $(elapsed "$start")s$( ((rc)) && echo " (FAILED rc=$rc)")"
+  return "$rc"
+}
+elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}'; }
+
+# Install Debian packages that are missing (idempotent; apt-get update only when needed).
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq </dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+}
+
+# Start dockerd if nothing answers on the socket (CI machines start no services).
+ensure_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  command -v dockerd >/dev/null || ensure_pkgs docker.io
+  log "starting dockerd"
+  (setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &)
+  local i
+  for i in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "dockerd did not start; see /var/log/dockerd.log"
+}
+
+# Content hash of files (used as cache keys).
+hash_files() { cat "$@" | sha256sum | cut -c1-16; }
+
+# ---------------------------------------------------------------------------
+# Debian bookworm base image, made with debootstrap (no registry needed).
+# Every image of the test cluster (node, stand-ins) builds FROM it; its tag
+# carries a hash of this recipe so a changed recipe makes a new base.
+DEBIAN_MIRROR="${DEVLOOP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+BASE_RECIPE_VERSION=1
+base_image_tag() {
+  echo "devloop/bookworm-base:$(echo "$BASE_RECIPE_VERSION $DEBIAN_MIRROR" | sha256sum | cut -c1-12)"
+}
+
+ensure_base_image() {
+  local tag rootfs
+  tag="$(base_image_tag)"
+  docker image inspect "$tag" >/dev/null 2>&1 && { log "base image $tag: cached"; return 0; }
+  ensure_pkgs debootstrap
+  rootfs="$(mktemp -d /var/tmp/devloop-rootfs.XXXXXX)"
+  # shellcheck disable=SC2064  # expand now: the trap must remove this dir
+  trap "rm -rf '$rootfs'" RETURN
+  log "debootstrap bookworm (minbase) into $rootfs"
+  debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1 ||
+    { tail -20 "$rootfs.log" >&2; die "debootstrap failed"; }
+  rm -f "$rootfs.log"
+  cat >"$rootfs/etc/apt/sources.list" <<SRC
+deb $DEBIAN_MIRROR bookworm main
+deb $DEBIAN_MIRROR bookworm-updates main
+SRC
+  # Slim images: no recommends, no docs/locales, no apt caches (as Docker's debian image).
+  printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"$rootfs/etc/apt/apt.conf.d/90devloop-norecommends"
+  printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\n' \
+    >"$rootfs/etc/dpkg/dpkg.cfg.d/90devloop-nodoc"
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
+  tar -C "$rootfs" --numeric-owner -c . | docker import -c 'CMD ["bash"]' - "$tag" >/dev/null
+  log "imported $tag"
+}

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Starts a one-node test cluster in a privileged container that tools take for
+# a kind (default) or minikube (docker driver) cluster, merges its kubeconfig
+# and waits until the node is Ready and CoreDNS is available.
+#
+# Usage: tests/cluster/up.sh [NAME] [--shape kind|minikube] [--timeout SECONDS]
+#   kind:     container NAME-control-plane, context kind-NAME (NAME default "kind")
+#   minikube: container NAME, context NAME (NAME default "minikube")
+# Env: KUBECONFIG (first path is written; default ~/.kube/config)
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NAME=""
+SHAPE=kind
+TIMEOUT=300
+while (($#)); do
+  case "$1" in
+    --shape) SHAPE=${2:?--shape needs kind or minikube}; shift 2 ;;
+    --shape=*) SHAPE=${1#--shape=}; shift ;;
+    --timeout) TIMEOUT=${2:?}; shift 2 ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -*) die "unknown option $1" ;;
+    *) [[ -z "$NAME" ]] || die "one cluster name only"; NAME=$1; shift ;;
+  esac
+done
+
+case "$SHAPE" in
+  kind)
+    NAME=${NAME:-kind}
+    CONTAINER="$NAME-control-plane"
+    CONTEXT="kind-$NAME"
+    LABELS=(--label "io.x-k8s.kind.cluster=$NAME" --label io.x-k8s.kind.role=control-plane)
+    NODE_LABELS=""
+    ;;
+  minikube)
+    NAME=${NAME:-minikube}
+    CONTAINER="$NAME"
+    CONTEXT="$NAME"
+    # The labels minikube's docker driver (kic) puts on its node container.
+    LABELS=(--label created_by.minikube.sigs.k8s.io=true --label "name.minikube.sigs.k8s.io=$NAME"
+      --label role.minikube.sigs.k8s.io= --label mode.minikube.sigs.k8s.io=single)
+    NODE_LABELS="minikube.k8s.io/name=$NAME,minikube.k8s.io/primary=true"
+    ;;
+  *) die "--shape must be kind or minikube" ;;
+esac
+[[ "$NAME" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "cluster name must be a DNS label: $NAME"
+
+START=$(date +%s.%N)
+export PATH="$BIN_DIR:$PATH"
+ensure_docker
+step "build (cached)" "$CLUSTER_DIR/build.sh" >&2
+
+KC_FILE="${KUBECONFIG:-$HOME/.kube/config}"
+KC_FILE="${KC_FILE%%:*}"
+mkdir -p "$(dirname "$KC_FILE")"
+
+container_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null)" == true ]]; }
+
+start_container() {
+  if docker inspect "$CONTAINER" >/dev/null 2>&1; then
+    if container_running && [[ "$(docker inspect -f '{{.Config.Image}}' "$CONTAINER")" == "$NODE_IMAGE" ]]; then
+      log "$CONTAINER already running: reusing it"
+      return 0
+    fi
+    log "removing stale container $CONTAINER"
+    docker rm -f -v "$CONTAINER" >/dev/null
+  fi
+  local extra=()
+  # Without a private cgroup namespace on cgroup v1, kubelet would see (and
+  # fight over) the host's cgroup tree. Docker >= 20.10 supports it.
+  extra+=(--cgroupns=private)
+  [[ -d /lib/modules ]] && extra+=(--volume /lib/modules:/lib/modules:ro)
+  # As kind: /var on an anonymous volume (overlayfs snapshots cannot live on
+  # the container's own overlay root), tmpfs /tmp and /run, API server port
+  # 6443 published on the host's loopback at a free port chosen by Docker.
+  docker run -d --name "$CONTAINER" --hostname "$CONTAINER" "${LABELS[@]}" \
+    --privileged --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --tmpfs /tmp --tmpfs /run --volume /var "${extra[@]}" \
+    --restart=on-failure:1 \
+    --env "DEVLOOP_NODE_NAME=$CONTAINER" --env "DEVLOOP_NODE_LABELS=$NODE_LABELS" \
+    --publish 127.0.0.1::6443 \
+    "$NODE_IMAGE" >/dev/null
+}
+
+wait_ready_in_node() {
+  local deadline=$(($(date +%s) + TIMEOUT))
+  until docker exec "$CONTAINER" test -f /run/devloop-ready 2>/dev/null; do
+    if ! container_running || (($(date +%s) > deadline)); then
+      log "node did not come up; last logs:"
+      docker logs --tail 30 "$CONTAINER" >&2 || true
+      docker exec "$CONTAINER" sh -c 'tail -n 15 /var/log/devloop/*.log' >&2 || true
+      die "$CONTAINER failed to start"
+    fi
+    sleep 0.5
+  done
+}
+
+api_endpoint() {
+  docker inspect -f '{{ (index (index .NetworkSettings.Ports "6443/tcp") 0).HostPort }}' "$CONTAINER"
+}
+
+# Merge the node's admin kubeconfig as CONTEXT (cluster, user and context all
+# named CONTEXT, server https://127.0.0.1:PORT, made current), like kind does.
+export_kubeconfig() {
+  local port tmp
+  port="$(api_endpoint)"
+  (
+    # Two up.sh runs side by side must not interleave their kubeconfig writes.
+    flock 9
+    if [[ "$SHAPE" == kind ]]; then
+      # The real kind CLI: same merge code, locking and naming as `kind create cluster`.
+      KUBECONFIG="$KC_FILE" kind export kubeconfig --name "$NAME" >/dev/null 2>&1
+    else
+      tmp="$(mktemp)"
+      docker exec "$CONTAINER" cat /etc/kubernetes/admin.conf |
+        sed -e "s#server: .*#server: https://127.0.0.1:$port#" \
+          -e "s/kubernetes-admin@kubernetes/$CONTEXT/; s/kubernetes-admin/$CONTEXT/; s/name: kubernetes$/name: $CONTEXT/; s/cluster: kubernetes$/cluster: $CONTEXT/" >"$tmp"
+      local merged="$tmp.merged"
+      KUBECONFIG="$tmp:$KC_FILE" kubectl config view --flatten >"$merged"
+      KUBECONFIG="$merged" kubectl config use-context "$CONTEXT" >/dev/null
+      cat "$merged" >"$KC_FILE"
+      chmod 600 "$KC_FILE"
+      rm -f "$tmp" "$merged"
+    fi
+  ) 9>"$KC_FILE.devloop.lock"
+  log "kubeconfig: context $CONTEXT (https://127.0.0.1:$port) in $KC_FILE"
+}
+
+wait_cluster_ready() {
+  local kc=(kubectl --kubeconfig "$KC_FILE" --context "$CONTEXT")
+  "${kc[@]}" wait --for=condition=Ready "node/$CONTAINER" --timeout="${TIMEOUT}s" >/dev/null
+  "${kc[@]}" -n kube-system wait --for=condition=Available deployment/coredns --timeout="${TIMEOUT}s" >/dev/null
+  # The default ServiceAccount is created asynchronously; pods cannot be
+  # created in a namespace before it exists.
+  local i
+  for ((i = 0; i < TIMEOUT * 2; i++)); do
+    "${kc[@]}" get serviceaccount default >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "default ServiceAccount never appeared"
+}
+
+step "start node container $CONTAINER" start_container
+step "control plane up in node" wait_ready_in_node
+step "merge kubeconfig" export_kubeconfig
+step "node Ready, CoreDNS available" wait_cluster_ready
+log "cluster $NAME ($SHAPE shape, Kubernetes $K8S_VERSION) ready in $(elapsed "$START")s; context $CONTEXT"
+log "tools: export PATH=$BIN_DIR:\$PATH"
