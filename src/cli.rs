@@ -31,7 +31,13 @@ pub struct GlobalArgs {
     pub dir: Option<PathBuf>,
 
     /// Profile to use: profiles/NAME.yaml [default: dev]
-    #[arg(short, long, global = true, env = "DEVLOOP_PROFILE", value_name = "NAME")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "DEVLOOP_PROFILE",
+        value_name = "NAME"
+    )]
     pub profile: Option<String>,
 
     /// Kube context to use [default: the current context]

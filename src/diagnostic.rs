@@ -106,9 +106,7 @@ fn strip_location(message: &str) -> String {
     };
     // serde_yaml prefixes the path as "a.b[0]: " — drop it when it is one.
     match message.split_once(": ") {
-        Some((prefix, rest))
-            if !prefix.contains(' ') && !prefix.is_empty() && !rest.is_empty() =>
-        {
+        Some((prefix, rest)) if !prefix.contains(' ') && !prefix.is_empty() && !rest.is_empty() => {
             rest.to_string()
         }
         _ => message.to_string(),
@@ -118,6 +116,24 @@ fn strip_location(message: &str) -> String {
 /// "did you mean" for serde's unknown-field and unknown-variant messages, which list the
 /// expected names: "unknown field `locaPort`, expected one of `resource`, `port`, `localPort`".
 fn hint_for_serde_message(message: &str) -> Option<String> {
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return Some(format!("add `{field}:` here"));
+    }
+    if message.starts_with("invalid type") {
+        let expected = message.rsplit("expected ").next().unwrap_or_default();
+        let hint = match expected {
+            "u16" | "u32" | "u64" | "i32" | "i64" | "usize" => {
+                "write a whole number, without quotes"
+            }
+            "a string" => "write text; quote it if it looks like a number or boolean",
+            "a boolean" => "write `true` or `false`",
+            "a sequence" => "write a list: one `- item` per line, or `[a, b]`",
+            e if e.starts_with("struct") || e == "a map" => "write a mapping of `key: value` lines",
+            _ => return None,
+        };
+        return Some(hint.to_string());
+    }
     let kind = ["unknown field `", "unknown variant `"]
         .into_iter()
         .find(|k| message.starts_with(k))?;
@@ -139,7 +155,12 @@ pub fn suggest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -
     let given_lower = given.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&given_lower, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&given_lower, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)

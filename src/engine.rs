@@ -54,9 +54,16 @@ pub struct Engine {
 /// Connect and ping the engine, within [`PING_TIMEOUT`].
 pub async fn connect() -> Result<Engine, EngineError> {
     let host = host();
-    let docker = Docker::connect_with_defaults().map_err(|source| EngineError::Address {
-        host: host.clone(),
-        source,
+    let docker = Docker::connect_with_defaults().map_err(|source| match source {
+        // A missing socket is an engine that is not running, not a bad address.
+        bollard::errors::Error::SocketNotFoundError(_) => EngineError::Unreachable {
+            host: host.clone(),
+            source,
+        },
+        source => EngineError::Address {
+            host: host.clone(),
+            source,
+        },
     })?;
     let version = tokio::time::timeout(PING_TIMEOUT, docker.version())
         .await

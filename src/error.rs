@@ -72,7 +72,9 @@ impl Error {
             Error::Config(ConfigError::Invalid(d)) | Error::Input(d) => d.hint.clone(),
             Error::Config(e) => e.hint(),
             Error::Init(e) => e.hint(),
-            Error::ChecksFailed { .. } => Some("follow the fixes above, then run `devloop doctor` again".into()),
+            Error::ChecksFailed { .. } => {
+                Some("follow the fixes above, then run `devloop doctor` again".into())
+            }
             Error::Context(_) => None,
         }
     }

@@ -62,9 +62,14 @@ impl BuildInput {
 
         let mut hasher = Sha256::new();
         hasher.update(b"devloop-build-v1\0");
-        let dockerfile = std::fs::read(&artifact.dockerfile).map_err(read_err(&artifact.dockerfile))?;
+        let dockerfile =
+            std::fs::read(&artifact.dockerfile).map_err(read_err(&artifact.dockerfile))?;
         field(&mut hasher, "dockerfile", &dockerfile);
-        field(&mut hasher, "target", artifact.target.as_deref().unwrap_or("").as_bytes());
+        field(
+            &mut hasher,
+            "target",
+            artifact.target.as_deref().unwrap_or("").as_bytes(),
+        );
         let mut args: Vec<_> = artifact.build_args.iter().collect();
         args.sort();
         for (k, v) in args {
@@ -86,7 +91,11 @@ impl BuildInput {
 
 /// The full image reference devloop builds for `artifact`, e.g. `web:dl-3f2a91c04b7e`.
 pub fn image_tag(artifact: &Artifact) -> Result<String, ContextError> {
-    Ok(format!("{}:{}", artifact.image, BuildInput::scan(artifact)?.tag()))
+    Ok(format!(
+        "{}:{}",
+        artifact.image,
+        BuildInput::scan(artifact)?.tag()
+    ))
 }
 
 /// Length-prefixed so that no two different inputs hash alike.

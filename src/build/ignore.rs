@@ -122,7 +122,9 @@ fn to_regex(pattern: &str) -> String {
                 match end {
                     Some(end) => {
                         let class: String = chars[i + 1..end].iter().collect();
-                        let class = class.strip_prefix('^').map_or(class.clone(), |c| format!("^{c}"));
+                        let class = class
+                            .strip_prefix('^')
+                            .map_or(class.clone(), |c| format!("^{c}"));
                         re.push('[');
                         re.push_str(&class.replace('\\', "\\\\"));
                         re.push(']');

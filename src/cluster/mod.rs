@@ -96,6 +96,35 @@ pub fn classify(context: &str, containers: &[NodeContainer]) -> Detection {
     }
 }
 
+/// Running containers that look like kind or minikube nodes.
+pub async fn node_containers(
+    docker: &bollard::Docker,
+) -> Result<Vec<NodeContainer>, bollard::errors::Error> {
+    let mut found = Vec::new();
+    for label in [KIND_CLUSTER_LABEL, MINIKUBE_NAME_LABEL] {
+        let options = bollard::query_parameters::ListContainersOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label.to_string()],
+            )])),
+            ..Default::default()
+        };
+        for c in docker.list_containers(Some(options)).await? {
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string();
+            found.push(NodeContainer {
+                name,
+                labels: c.labels.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,36 +153,18 @@ mod tests {
                 nodes: vec!["dev-control-plane".into(), "dev-worker".into()]
             }
         );
-        assert!(matches!(classify("minikube", &running).kind, ClusterKind::Minikube { .. }));
+        assert!(matches!(
+            classify("minikube", &running).kind,
+            ClusterKind::Minikube { .. }
+        ));
         assert_eq!(classify("gke_prod", &running).kind, ClusterKind::Other);
         let stale = classify("kind-gone", &running);
         assert_eq!(stale.kind, ClusterKind::Other);
-        assert!(stale.note.unwrap().contains("kind create cluster --name gone"));
+        assert!(
+            stale
+                .note
+                .unwrap()
+                .contains("kind create cluster --name gone")
+        );
     }
-}
-
-/// Running containers that look like kind or minikube nodes.
-pub async fn node_containers(
-    docker: &bollard::Docker,
-) -> Result<Vec<NodeContainer>, bollard::errors::Error> {
-    let mut found = Vec::new();
-    for label in [KIND_CLUSTER_LABEL, MINIKUBE_NAME_LABEL] {
-        let options = bollard::query_parameters::ListContainersOptions {
-            filters: Some(HashMap::from([("label".to_string(), vec![label.to_string()])])),
-            ..Default::default()
-        };
-        for c in docker.list_containers(Some(options)).await? {
-            let name = c
-                .names
-                .and_then(|n| n.into_iter().next())
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string();
-            found.push(NodeContainer {
-                name,
-                labels: c.labels.unwrap_or_default(),
-            });
-        }
-    }
-    Ok(found)
 }

@@ -35,13 +35,28 @@ pub struct Check {
 
 impl Check {
     fn ok(name: &'static str, detail: impl Into<String>) -> Self {
-        Self { name, status: Status::Ok, detail: detail.into(), fix: None }
+        Self {
+            name,
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
     }
     fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { name, status: Status::Warn, detail: detail.into(), fix: Some(fix.into()) }
+        Self {
+            name,
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
     }
     fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { name, status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
+        Self {
+            name,
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
     }
 }
 
@@ -55,9 +70,16 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> R
         Ok(e) => {
             checks.push(Check::ok(
                 "docker",
-                format!("Docker Engine {} (API {}) at {}", e.version, e.api_version, engine::host()),
+                format!(
+                    "Docker Engine {} (API {}) at {}",
+                    e.version,
+                    e.api_version,
+                    engine::host()
+                ),
             ));
-            nodes = cluster::node_containers(&e.docker).await.unwrap_or_default();
+            nodes = cluster::node_containers(&e.docker)
+                .await
+                .unwrap_or_default();
         }
         Err(err) => checks.push(Check::fail("docker", error_chain(err), err.hint())),
     }
@@ -82,7 +104,8 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> R
             checks.push(Check::fail(
                 "project",
                 err.message(),
-                err.hint().unwrap_or_else(|| "fix the file named above".into()),
+                err.hint()
+                    .unwrap_or_else(|| "fix the file named above".into()),
             ));
         }
     }
@@ -97,7 +120,10 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> R
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failed > 0 {
-        return Err(Error::ChecksFailed { failed, total: checks.len() });
+        return Err(Error::ChecksFailed {
+            failed,
+            total: checks.len(),
+        });
     }
     Ok(())
 }
@@ -113,19 +139,28 @@ fn print_checks(printer: &Printer, checks: &[Check]) {
         };
         out.push_str(&format!("{mark} {:width$}  {}\n", check.name, check.detail));
         if let Some(fix) = &check.fix {
-            out.push_str(&format!("     {:width$}  {} {fix}\n", "", printer.paint(Style::Bold, "fix:")));
+            out.push_str(&format!(
+                "     {:width$}  {} {fix}\n",
+                "",
+                printer.paint(Style::Bold, "fix:")
+            ));
         }
     }
     printer.data(&out);
 }
 
 async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> Vec<Check> {
-    const CREATE: &str = "create a local cluster (`kind create cluster` or `minikube start`), or set KUBECONFIG";
+    const CREATE: &str =
+        "create a local cluster (`kind create cluster` or `minikube start`), or set KUBECONFIG";
     let kubeconfig = match kube::config::Kubeconfig::read() {
         Ok(k) => k,
         Err(err) => return vec![Check::fail("kubeconfig", error_chain(&err), CREATE)],
     };
-    let context = match global.context.clone().or_else(|| kubeconfig.current_context.clone()) {
+    let context = match global
+        .context
+        .clone()
+        .or_else(|| kubeconfig.current_context.clone())
+    {
         Some(c) => c,
         None => {
             return vec![Check::fail(
@@ -136,13 +171,24 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
         }
     };
     if !kubeconfig.contexts.iter().any(|c| c.name == context) {
-        let names: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         return vec![Check::fail(
             "context",
             format!("context `{context}` is not in the kubeconfig"),
             match crate::diagnostic::suggest(&context, names.iter().copied()) {
                 Some(best) => format!("did you mean `--context {best}`?"),
-                None => format!("contexts: {}", if names.is_empty() { "(none)".into() } else { names.join(", ") }),
+                None => format!(
+                    "contexts: {}",
+                    if names.is_empty() {
+                        "(none)".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
             },
         )];
     }
@@ -150,7 +196,9 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
 
     let detection = cluster::classify(&context, nodes);
     checks.push(match (&detection.kind, &detection.note) {
-        (ClusterKind::Other, Some(note)) => Check::warn("cluster", "cannot load images directly", note.clone()),
+        (ClusterKind::Other, Some(note)) => {
+            Check::warn("cluster", "cannot load images directly", note.clone())
+        }
         (ClusterKind::Other, None) => Check::warn(
             "cluster",
             "not kind or minikube: images must go through a registry",
@@ -159,7 +207,10 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
         (kind, _) => Check::ok("cluster", kind.to_string()),
     });
 
-    let options = kube::config::KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.clone()),
+        ..Default::default()
+    };
     let reached = async {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
@@ -169,7 +220,10 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
         match tokio::time::timeout(API_TIMEOUT, client.apiserver_version()).await {
             Ok(Ok(info)) => Ok(format!("Kubernetes {} at {server}", info.git_version)),
             Ok(Err(e)) => Err(format!("API server at {server}: {}", error_chain(&e))),
-            Err(_) => Err(format!("API server at {server} did not answer within {}s", API_TIMEOUT.as_secs())),
+            Err(_) => Err(format!(
+                "API server at {server} did not answer within {}s",
+                API_TIMEOUT.as_secs()
+            )),
         }
     };
     checks.push(match reached.await {
@@ -202,7 +256,8 @@ fn project_check(project: &config::Project) -> Check {
         Err(err) => Check::fail(
             "project",
             err.message(),
-            err.hint().unwrap_or_else(|| "fix the file named above".into()),
+            err.hint()
+                .unwrap_or_else(|| "fix the file named above".into()),
         ),
     }
 }

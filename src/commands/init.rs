@@ -41,7 +41,8 @@ impl InitError {
             InitError::BadName { suggestion, .. } => Some(format!("pass `--name {suggestion}`")),
             InitError::BadImage { .. } => Some("pass e.g. `--image myapp-web`".into()),
             InitError::WouldOverwrite { .. } => Some(
-                "move those files away, or run `devloop init` in an empty directory (`-C DIR`)".into(),
+                "move those files away, or run `devloop init` in an empty directory (`-C DIR`)"
+                    .into(),
             ),
             InitError::Write { .. } => None,
         }
@@ -76,7 +77,8 @@ pub fn run(global: &GlobalArgs, args: &InitArgs, printer: &Printer) -> Result<()
         return Err(InitError::BadImage { image }.into());
     }
 
-    let mut plan: Vec<(PathBuf, String)> = vec![(dir.join(PROJECT_FILE), project_file(&name, &image))];
+    let mut plan: Vec<(PathBuf, String)> =
+        vec![(dir.join(PROJECT_FILE), project_file(&name, &image))];
     for file in defaults::files() {
         plan.push((dir.join(&file.path), file.render(&name, &image)));
     }
@@ -102,7 +104,10 @@ pub fn run(global: &GlobalArgs, args: &InitArgs, printer: &Printer) -> Result<()
     } else {
         write(&env, &env_file(&name))?;
         written.push(shown(&env));
-        format!("{} has fresh random passwords; keep it out of git", shown(&env).display())
+        format!(
+            "{} has fresh random passwords; keep it out of git",
+            shown(&env).display()
+        )
     };
     ensure_gitignored(&dir.join(".gitignore"), ".env")?;
 
@@ -115,7 +120,9 @@ pub fn run(global: &GlobalArgs, args: &InitArgs, printer: &Printer) -> Result<()
     if !dir.join("Dockerfile").exists() {
         printer.info("  - add a Dockerfile for your app (it listens on port 8000 in the defaults)");
     }
-    printer.info("  - `devloop render` shows what would be deployed; `devloop doctor` checks your setup");
+    printer.info(
+        "  - `devloop render` shows what would be deployed; `devloop doctor` checks your setup",
+    );
     Ok(())
 }
 
@@ -139,7 +146,10 @@ fn write(path: &Path, text: &str) -> Result<(), InitError> {
 
 fn ensure_gitignored(path: &Path, entry: &str) -> Result<(), InitError> {
     let current = std::fs::read_to_string(path).unwrap_or_default();
-    if current.lines().any(|l| l.trim() == entry || l.trim() == format!("/{entry}")) {
+    if current
+        .lines()
+        .any(|l| l.trim() == entry || l.trim() == format!("/{entry}"))
+    {
         return Ok(());
     }
     let mut text = current;
@@ -230,7 +240,8 @@ fn random_secret() -> String {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -238,7 +249,9 @@ fn is_dns_label(s: &str) -> bool {
 fn is_image_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':')
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'.' | b'_' | b'-' | b'/' | b':')
         })
 }
 
@@ -250,5 +263,9 @@ fn sanitize(s: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let trimmed: String = mapped.trim_matches('-').chars().take(63).collect();
-    if trimmed.is_empty() { "app".into() } else { trimmed }
+    if trimmed.is_empty() {
+        "app".into()
+    } else {
+        trimmed
+    }
 }

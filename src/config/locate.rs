@@ -62,8 +62,15 @@ impl YamlIndex {
 
 enum Frame {
     /// `key` is the key whose value comes next; `None` while a key is expected.
-    Mapping { path: String, key: Option<String> },
-    Sequence { path: String, next: usize },
+    Mapping {
+        path: String,
+        key: Option<String>,
+        seen_key: bool,
+    },
+    Sequence {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -85,12 +92,23 @@ impl Builder {
                 doc.insert(String::new(), pos);
                 Some(String::new())
             }
-            Some(Frame::Mapping { path, key }) => match key.take() {
+            Some(Frame::Mapping {
+                path,
+                key,
+                seen_key,
+            }) => match key.take() {
                 None => {
                     // A key: remember where it is and wait for its value.
                     let text = key_text.unwrap_or("?").to_string();
                     let full = join(path, &text);
                     doc.entry(full).or_insert(pos);
+                    // The parser marks a block mapping late; its first key is where it starts.
+                    if !*seen_key {
+                        *seen_key = true;
+                        if !path.is_empty() {
+                            doc.insert(path.clone(), pos);
+                        }
+                    }
                     *key = Some(text);
                     None
                 }
@@ -130,7 +148,11 @@ impl MarkedEventReceiver for Builder {
             Event::MappingStart(..) => {
                 // Complex (non-scalar) keys are not used in manifests; treat them as opaque.
                 let path = self.node_path(mark, None).unwrap_or_default();
-                self.stack.push(Frame::Mapping { path, key: None });
+                self.stack.push(Frame::Mapping {
+                    path,
+                    key: None,
+                    seen_key: false,
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.node_path(mark, None).unwrap_or_default();
@@ -154,9 +176,15 @@ mod tests {
         let index = YamlIndex::new(text);
         assert_eq!(index.documents(), 2);
         assert_eq!(index.find(0, "a"), Some(Position { line: 1, column: 1 }));
-        assert_eq!(index.find(0, "list[0].y"), Some(Position { line: 4, column: 5 }));
+        assert_eq!(
+            index.find(0, "list[0].y"),
+            Some(Position { line: 4, column: 5 })
+        );
         // An unknown key falls back to its nearest known parent.
-        assert_eq!(index.find(0, "list[0].zzz").map(|p| p.line), Some(3));
+        assert_eq!(
+            index.find(0, "list[0].zzz"),
+            Some(Position { line: 3, column: 5 })
+        );
         assert_eq!(index.find(1, "kind"), Some(Position { line: 6, column: 1 }));
     }
 }

@@ -203,7 +203,11 @@ pub fn load(selection: &Selection) -> Result<Project, ConfigError> {
 
     let mut manifests = Vec::new();
     for (tier, list, key) in [
-        (Tier::Persistent, &options.manifests.infra, "manifests.infra"),
+        (
+            Tier::Persistent,
+            &options.manifests.infra,
+            "manifests.infra",
+        ),
         (Tier::Profile, &options.manifests.app, "manifests.app"),
     ] {
         for (i, rel) in list.iter().enumerate() {
@@ -282,20 +286,20 @@ pub fn load(selection: &Selection) -> Result<Project, ConfigError> {
     let backup = match &options.backup {
         None => None,
         Some(b) => {
-            let origin = origin("backup".into());
+            let cron_origin = origin("backup.cronJob".into());
             let restore_job = match &b.restore_job {
                 None => None,
                 Some(rel) => Some(existing_path(
                     &root,
                     rel,
-                    &origin_for(&origin, "backup.restoreJob", &index),
+                    &origin("backup.restoreJob".into()),
                     "restore Job manifest",
                 )?),
             };
             Some(Backup {
                 cron_job: b.cron_job.clone(),
                 restore_job,
-                origin,
+                origin: cron_origin,
             })
         }
     };
@@ -319,14 +323,6 @@ pub fn load(selection: &Selection) -> Result<Project, ConfigError> {
         backup,
         profile,
     })
-}
-
-fn origin_for(base: &Origin, field: &str, index: &YamlIndex) -> Origin {
-    Origin {
-        file: base.file.clone(),
-        position: index.find(0, field),
-        field: field.to_string(),
-    }
 }
 
 fn resolve_artifacts(
@@ -388,14 +384,17 @@ fn resolve_artifacts(
             let Some(artifact) = artifacts.iter_mut().find(|a| &a.image == image) else {
                 let field = format!("artifacts.{image}");
                 let names: Vec<&str> = artifacts.iter().map(|a| a.image.as_str()).collect();
-                return Err(Diagnostic::new(shown(file), format!("no artifact `{image}` in {PROJECT_FILE}"))
-                    .at(index.find(0, &field))
-                    .field(field)
-                    .hint(match suggest(image, names.iter().copied()) {
-                        Some(best) => format!("did you mean `{best}`?"),
-                        None => format!("artifacts are: {}", list_or_none(&names)),
-                    })
-                    .into());
+                return Err(Diagnostic::new(
+                    shown(file),
+                    format!("no artifact `{image}` in {PROJECT_FILE}"),
+                )
+                .at(index.find(0, &field))
+                .field(field)
+                .hint(match suggest(image, names.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("artifacts are: {}", list_or_none(&names)),
+                })
+                .into());
             };
             if let Some(target) = &over.target {
                 artifact.target = Some(target.clone());
@@ -430,9 +429,11 @@ fn load_profile(root: &Path, name: &str) -> Result<(ProfileOptions, Profile), Co
                 list_or_none(&names)
             ),
         };
-        return Err(Diagnostic::new(shown(&file), format!("profile `{name}` does not exist"))
-            .hint(hint)
-            .into());
+        return Err(
+            Diagnostic::new(shown(&file), format!("profile `{name}` does not exist"))
+                .hint(hint)
+                .into(),
+        );
     }
     let (options, index) = read_yaml::<ProfileOptions>(&file)?;
     let shown_file = shown(&file);
@@ -548,15 +549,19 @@ fn existing_path(
     Err(origin
         .diagnostic(format!("{what} `{rel}` does not exist"))
         .hint(format!(
-            "paths are relative to the project root {}; create it or fix the path",
+            "paths are relative to the project root ({}); create it or fix the path",
             shown(root).display()
         ))
         .into())
 }
 
-fn parse_forward_resource(resource: &str, origin: &Origin) -> Result<(String, String), ConfigError> {
+fn parse_forward_resource(
+    resource: &str,
+    origin: &Origin,
+) -> Result<(String, String), ConfigError> {
     const KINDS: [&str; 4] = ["service", "deployment", "statefulset", "pod"];
-    let bad = |msg: String, hint: String| -> ConfigError { origin.diagnostic(msg).hint(hint).into() };
+    let bad =
+        |msg: String, hint: String| -> ConfigError { origin.diagnostic(msg).hint(hint).into() };
     let Some((kind, name)) = resource.split_once('/') else {
         return Err(bad(
             format!("`{resource}` is not KIND/NAME"),
@@ -616,16 +621,14 @@ fn check_dns_label(value: &str, origin: &Origin, what: &str) -> Result<(), Confi
 fn check_dns_subdomain(value: &str, origin: &Origin, what: &str) -> Result<(), ConfigError> {
     let ok = !value.is_empty()
         && value.len() <= 253
-        && value
-            .split('.')
-            .all(|part| {
-                !part.is_empty()
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            });
+        && value.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
     if ok {
         return Ok(());
     }
@@ -724,6 +727,9 @@ mod tests {
             split_image("localhost:5000/a/web:dl-1@sha256:ab"),
             ("localhost:5000/a/web", Some(":dl-1@sha256:ab"))
         );
-        assert_eq!(split_image("localhost:5000/web"), ("localhost:5000/web", None));
+        assert_eq!(
+            split_image("localhost:5000/web"),
+            ("localhost:5000/web", None)
+        );
     }
 }

@@ -92,7 +92,9 @@ impl Object {
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.value["metadata"].get("namespace").and_then(Value::as_str)
+        self.value["metadata"]
+            .get("namespace")
+            .and_then(Value::as_str)
     }
 
     pub fn key(&self) -> ObjectKey {
@@ -152,7 +154,10 @@ fn manifest_files(path: &Path, origin: &Origin) -> Result<Vec<PathBuf>, Diagnost
     }
     let mut files = Vec::new();
     collect(path, &mut files).map_err(|e| {
-        origin.diagnostic(format!("failed to read directory {}: {e}", shown(path).display()))
+        origin.diagnostic(format!(
+            "failed to read directory {}: {e}",
+            shown(path).display()
+        ))
     })?;
     files.sort();
     if files.is_empty() {
@@ -240,7 +245,10 @@ fn check_identity(value: &Map<String, Value>, source: &Source) -> Result<(), Dia
             Some(Value::String(s)) if !s.is_empty() => Ok(()),
             Some(_) => Err(source.diagnostic("metadata.name", "`metadata.name` must be a string")),
             None if meta.contains_key("generateName") => Err(source
-                .diagnostic("metadata.generateName", "`generateName` cannot be applied repeatably")
+                .diagnostic(
+                    "metadata.generateName",
+                    "`generateName` cannot be applied repeatably",
+                )
                 .hint("give the object a fixed `metadata.name`")),
             None => Err(source
                 .diagnostic("metadata", "missing `metadata.name`")

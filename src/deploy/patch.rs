@@ -12,7 +12,10 @@ use crate::config::wire::ContainerPatch;
 use crate::config::{Origin, PatchOptions};
 use crate::diagnostic::{Diagnostic, suggest};
 
-pub fn apply_all(objects: &mut [Object], patches: &[(PatchOptions, Origin)]) -> Result<(), Diagnostic> {
+pub fn apply_all(
+    objects: &mut [Object],
+    patches: &[(PatchOptions, Origin)],
+) -> Result<(), Diagnostic> {
     for (patch, origin) in patches {
         apply(objects, patch, origin)?;
     }
@@ -26,7 +29,10 @@ fn apply(objects: &mut [Object], patch: &PatchOptions, origin: &Origin) -> Resul
         .filter(|(_, o)| {
             o.kind() == patch.kind
                 && o.name() == patch.name
-                && patch.namespace.as_deref().is_none_or(|ns| o.namespace() == Some(ns))
+                && patch
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| o.namespace() == Some(ns))
         })
         .map(|(i, _)| i)
         .collect();
@@ -35,10 +41,7 @@ fn apply(objects: &mut [Object], patch: &PatchOptions, origin: &Origin) -> Resul
         [one] => *one,
         [] => return Err(no_match(objects, patch, origin, &target)),
         many => {
-            let found: Vec<String> = many
-                .iter()
-                .map(|&i| objects[i].source.describe())
-                .collect();
+            let found: Vec<String> = many.iter().map(|&i| objects[i].source.describe()).collect();
             return Err(origin
                 .diagnostic(format!("patch for {target} matches {} objects", many.len()))
                 .hint(format!(
@@ -155,13 +158,15 @@ fn find_container<'a>(
             }
         }
     }
-    let found = ["containers", "initContainers"].into_iter().find_map(|list| {
-        let items = spec.get(list)?.as_array()?;
-        let i = items
-            .iter()
-            .position(|item| item.get("name").and_then(Value::as_str) == Some(name))?;
-        Some((list, i))
-    });
+    let found = ["containers", "initContainers"]
+        .into_iter()
+        .find_map(|list| {
+            let items = spec.get(list)?.as_array()?;
+            let i = items
+                .iter()
+                .position(|item| item.get("name").and_then(Value::as_str) == Some(name))?;
+            Some((list, i))
+        });
     let Some((list, i)) = found else {
         return Err(names);
     };
@@ -204,7 +209,10 @@ fn patch_container(container: &mut Map<String, Value>, change: &ContainerPatch) 
     }
     if let Some(resources) = &change.resources {
         let target = ensure_object(container, "resources");
-        for (key, values) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+        for (key, values) in [
+            ("requests", &resources.requests),
+            ("limits", &resources.limits),
+        ] {
             if values.is_empty() {
                 continue;
             }
@@ -242,7 +250,10 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc_7386() {
         let mut doc = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x"});
-        merge_patch(&mut doc, &json!({"a": {"b": null, "c": [3], "e": true}, "f": 1}));
+        merge_patch(
+            &mut doc,
+            &json!({"a": {"b": null, "c": [3], "e": true}, "f": 1}),
+        );
         assert_eq!(doc, json!({"a": {"c": [3], "e": true}, "d": "x", "f": 1}));
     }
 }

@@ -100,7 +100,6 @@ pub fn render(project: &Project, options: &RenderOptions) -> Result<Rendered, Di
                     "backup CronJob `{}` is not in the infra manifests",
                     backup.cron_job
                 ))
-                .field(format!("{}.cronJob", backup.origin.field))
                 .hint("add the CronJob to a file under `manifests.infra`, or fix the name"));
         }
     }
@@ -199,7 +198,10 @@ fn reject_duplicates(objects: &[Object]) -> Result<(), Diagnostic> {
         if let Some(first) = seen.insert(object.key(), object) {
             return Err(object
                 .source
-                .diagnostic("metadata.name", format!("{} is defined twice", object.key()))
+                .diagnostic(
+                    "metadata.name",
+                    format!("{} is defined twice", object.key()),
+                )
                 .hint(format!(
                     "the first is in {}; remove one, or rename it",
                     first.source.describe()

@@ -90,7 +90,10 @@ pub fn parse_env(text: &str) -> Result<IndexMap<String, String>, (usize, String)
             let Some(inner) = inner.strip_suffix('"') else {
                 return Err((line_no, format!("unterminated double quote in `{key}`")));
             };
-            inner.replace("\\n", "\n").replace("\\\"", "\"").replace("\\\\", "\\")
+            inner
+                .replace("\\n", "\n")
+                .replace("\\\"", "\"")
+                .replace("\\\\", "\\")
         } else if let Some(inner) = value.strip_prefix('\'') {
             let Some(inner) = inner.strip_suffix('\'') else {
                 return Err((line_no, format!("unterminated single quote in `{key}`")));
@@ -98,7 +101,12 @@ pub fn parse_env(text: &str) -> Result<IndexMap<String, String>, (usize, String)
             inner.to_string()
         } else {
             // An unquoted value ends at an inline comment.
-            value.split(" #").next().unwrap_or_default().trim_end().to_string()
+            value
+                .split(" #")
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_string()
         };
         out.insert(key.to_string(), value);
     }
@@ -125,10 +133,8 @@ mod tests {
 
     #[test]
     fn parses_env_files() {
-        let env = parse_env(
-            "# c\n\nA=1\nexport B = two words # note\nC=\"x\\ny\"\nD='$raw'\nE=\n",
-        )
-        .unwrap();
+        let env = parse_env("# c\n\nA=1\nexport B = two words # note\nC=\"x\\ny\"\nD='$raw'\nE=\n")
+            .unwrap();
         assert_eq!(env["A"], "1");
         assert_eq!(env["B"], "two words");
         assert_eq!(env["C"], "x\ny");

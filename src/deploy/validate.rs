@@ -35,7 +35,9 @@ macro_rules! known {
 }
 
 const KNOWN: &[Known] = {
-    use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy, rbac, scheduling, storage};
+    use k8s_openapi::api::{
+        apps, autoscaling, batch, core, networking, policy, rbac, scheduling, storage,
+    };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     known![
         core::v1::Namespace,
@@ -90,11 +92,17 @@ pub enum Checked {
 pub fn validate(object: &Object) -> Result<Checked, Diagnostic> {
     let api_version = object.api_version();
     let kind = object.kind();
-    let Some(known) = KNOWN.iter().find(|k| k.kind == kind && k.api_version == api_version) else {
+    let Some(known) = KNOWN
+        .iter()
+        .find(|k| k.kind == kind && k.api_version == api_version)
+    else {
         if let Some(k) = KNOWN.iter().find(|k| k.kind == kind) {
             return Err(object
                 .source
-                .diagnostic("apiVersion", format!("{kind} is not served as `{api_version}`"))
+                .diagnostic(
+                    "apiVersion",
+                    format!("{kind} is not served as `{api_version}`"),
+                )
                 .hint(format!("use `apiVersion: {}`", k.api_version)));
         }
         let kinds = KNOWN.iter().map(|k| k.kind);
@@ -169,15 +177,12 @@ fn allowed_fields(schema: &Value, path: &str) -> Vec<String> {
     let defs = schema.get("$defs").unwrap_or(&Value::Null);
     let resolve = |node: &Value| resolve_ref(defs, node).clone();
     let mut node = resolve(schema);
-    let segments = path
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .flat_map(|s| {
-            // `containers[0]` steps into `containers`, then into its items.
-            let mut parts = vec![s.split('[').next().unwrap_or(s).to_string()];
-            parts.extend(s.matches('[').map(|_| "[]".to_string()));
-            parts
-        });
+    let segments = path.split('.').filter(|s| !s.is_empty()).flat_map(|s| {
+        // `containers[0]` steps into `containers`, then into its items.
+        let mut parts = vec![s.split('[').next().unwrap_or(s).to_string()];
+        parts.extend(s.matches('[').map(|_| "[]".to_string()));
+        parts
+    });
     for segment in segments {
         let next = if segment == "[]" {
             node.get("items")
@@ -220,12 +225,16 @@ mod tests {
     fn allowed_fields_follow_refs_and_items() {
         let schema = schema_of::<k8s_openapi::api::apps::v1::Deployment>();
         let fields = allowed_fields(&schema, "spec.template.spec.containers[0]");
-        assert!(fields.contains(&"imagePullPolicy".to_string()), "{fields:?}");
+        assert!(
+            fields.contains(&"imagePullPolicy".to_string()),
+            "{fields:?}"
+        );
     }
 
     #[test]
     fn finds_dropped_fields() {
-        let a = json!({"spec": {"containers": [{"name": "x", "imagePullPolcy": "Never"}]}, "n": null});
+        let a =
+            json!({"spec": {"containers": [{"name": "x", "imagePullPolcy": "Never"}]}, "n": null});
         let b = json!({"spec": {"containers": [{"name": "x"}]}});
         assert_eq!(
             first_dropped(&a, &b, String::new()).as_deref(),

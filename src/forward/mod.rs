@@ -76,7 +76,10 @@ mod tests {
         assert!(!is_free(port));
         if cfg!(target_os = "linux") {
             let owner = owner(port).expect("our own listener is visible in /proc");
-            assert!(owner.contains(&format!("pid {}", std::process::id())), "{owner}");
+            assert!(
+                owner.contains(&format!("pid {}", std::process::id())),
+                "{owner}"
+            );
         }
         drop(listener);
         assert!(is_free(port));

@@ -91,3 +91,11 @@ SRC
   tar -C "$rootfs" --numeric-owner -c . | docker import -c 'CMD ["bash"]' - "$tag" >/dev/null
   log "imported $tag"
 }
+
+# docker build, quiet: output only when it fails. (A current docker CLI without
+# buildx prints a deprecation banner for the legacy builder on every build.)
+docker_build() {
+  local out rc=0
+  out="$(DOCKER_BUILDKIT=0 docker build -q "$@" 2>&1)" || rc=$?
+  ((rc == 0)) || { printf '%s\n' "$out" >&2; return "$rc"; }
+}

@@ -48,5 +48,5 @@ one_file_image "$PAUSE_IMAGE" "$ctx/images/pause.tar" /pause "$BIN_DIR/pause"
 one_file_image "$COREDNS_IMAGE" "$ctx/images/coredns.tar" /coredns "$BIN_DIR/coredns"
 rm -rf "$ctx/rootfs"
 
-docker build -q --build-arg BASE_IMAGE="$base" --build-arg INPUTS="$key" -t "$NODE_IMAGE" "$ctx" >/dev/null
+docker_build --build-arg BASE_IMAGE="$base" --build-arg INPUTS="$key" -t "$NODE_IMAGE" "$ctx" >/dev/null
 log "built $NODE_IMAGE (inputs $key): $(docker image inspect -f '{{.Size}}' "$NODE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
