@@ -70,6 +70,8 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build the profile's images (only what changed) and load them into the local cluster
+    Build(BuildArgs),
     /// Print the fully resolved manifests of a profile, in apply order
     Render(RenderArgs),
     /// Create devloop.yaml, manifests and profiles for a project here
@@ -78,6 +80,21 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build only; do not load the images into the cluster
+    #[arg(long)]
+    pub no_load: bool,
+
+    /// Build even when an image with the same inputs exists (the engine's layer cache still applies)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print what was built and loaded as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,14 @@ pub enum Error {
     Context(#[from] ContextError),
     #[error(transparent)]
     Init(#[from] crate::commands::init::InitError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Build(#[from] crate::build::docker::BuildError),
+    #[error(transparent)]
+    Load(#[from] crate::cluster::load::LoadError),
     #[error("{failed} of {total} checks failed")]
     ChecksFailed { failed: usize, total: usize },
 }
@@ -56,6 +64,9 @@ impl Error {
             Error::Config(_) | Error::Input(_) => ExitStatus::InvalidInput,
             Error::Init(e) => e.exit_status(),
             Error::ChecksFailed { .. } => ExitStatus::Failure,
+            Error::Engine(_) | Error::Cluster(_) => ExitStatus::Environment,
+            Error::Build(crate::build::docker::BuildError::Context(_)) => ExitStatus::Failure,
+            Error::Build(_) | Error::Load(_) => ExitStatus::Failure,
         }
     }
 
@@ -76,6 +87,10 @@ impl Error {
                 Some("follow the fixes above, then run `devloop doctor` again".into())
             }
             Error::Context(_) => None,
+            Error::Engine(e) => Some(e.hint()),
+            Error::Cluster(e) => e.hint(),
+            Error::Build(e) => e.hint(),
+            Error::Load(e) => e.hint(),
         }
     }
 

@@ -65,6 +65,7 @@ fn dispatch(cli: &Cli, printer: &Printer) -> Result<(), Error> {
             Ok(())
         }
         Command::Doctor(args) => runtime().block_on(commands::doctor::run(global, args, printer)),
+        Command::Build(args) => runtime().block_on(commands::build::run(global, args, printer)),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Images: what goes into a build and the content-addressed tag it gets.
 //!
 //! Owns the build context (which files Docker would receive, per `.dockerignore`) and the tag
-//! derived from it. Talking to the Docker engine arrives with `devloop build`.
+//! derived from it (`context`, `ignore`), and building through the Docker Engine API (`docker`).
 
 pub mod context;
+pub mod docker;
 pub mod ignore;
 
 pub use context::{BuildInput, ContextError, image_tag};

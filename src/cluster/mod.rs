@@ -2,7 +2,11 @@
 //!
 //! Detection looks at the context's name and at the node containers Docker runs (kind and
 //! minikube label theirs), because a context name alone can lie and loading images into the
-//! wrong place must never happen. Loaders for each kind arrive with `devloop build`.
+//! wrong place must never happen. `node` runs commands in node containers; `load` puts built
+//! images into their containerd.
+
+pub mod load;
+pub mod node;
 
 use std::collections::HashMap;
 
@@ -93,6 +97,96 @@ pub fn classify(context: &str, containers: &[NodeContainer]) -> Detection {
     Detection {
         kind: ClusterKind::Other,
         note,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("failed to read the kubeconfig")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("the kubeconfig has no current context")]
+    NoContext,
+    #[error("context `{0}` is not in the kubeconfig")]
+    UnknownContext(String),
+    #[error("context `{context}` is not a local kind or minikube cluster")]
+    NotLocal {
+        context: String,
+        note: Option<String>,
+    },
+    #[error("failed to list node containers")]
+    Docker(#[source] bollard::errors::Error),
+}
+
+impl ClusterError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ClusterError::Kubeconfig(_) | ClusterError::NoContext => Some(
+                "create a local cluster (`kind create cluster` or `minikube start`), or pass `--context NAME`".into(),
+            ),
+            ClusterError::UnknownContext(_) => Some("list contexts with `kubectl config get-contexts`".into()),
+            ClusterError::NotLocal { note: Some(note), .. } => Some(note.clone()),
+            ClusterError::NotLocal { .. } => Some(
+                "devloop loads images only into local kind or minikube clusters: switch context (`--context kind-NAME`), or build without loading (`--no-load`)".into(),
+            ),
+            ClusterError::Docker(_) => None,
+        }
+    }
+}
+
+/// The kube context devloop works against: `--context`, else the kubeconfig's current one.
+/// devloop never picks a context on its own.
+pub fn chosen_context(explicit: Option<&str>) -> Result<String, ClusterError> {
+    let kubeconfig = kube::config::Kubeconfig::read().map_err(ClusterError::Kubeconfig)?;
+    let context = match explicit {
+        Some(c) => c.to_string(),
+        None => kubeconfig
+            .current_context
+            .clone()
+            .ok_or(ClusterError::NoContext)?,
+    };
+    if !kubeconfig.contexts.iter().any(|c| c.name == context) {
+        return Err(ClusterError::UnknownContext(context));
+    }
+    Ok(context)
+}
+
+/// Detect the cluster behind `context`; `choice` (from devloop.yaml) can insist on a kind.
+pub async fn detect(
+    docker: &bollard::Docker,
+    context: &str,
+    choice: crate::config::ClusterOption,
+) -> Result<ClusterKind, ClusterError> {
+    use crate::config::ClusterOption;
+    let nodes = node_containers(docker)
+        .await
+        .map_err(ClusterError::Docker)?;
+    let detection = classify(context, &nodes);
+    let agrees = match (choice, &detection.kind) {
+        (ClusterOption::Auto, _) => true,
+        (ClusterOption::Kind, ClusterKind::Kind { .. }) => true,
+        (ClusterOption::Minikube, ClusterKind::Minikube { .. }) => true,
+        (ClusterOption::Other, _) => return Ok(ClusterKind::Other),
+        _ => false,
+    };
+    if !agrees {
+        return Err(ClusterError::NotLocal {
+            context: context.to_string(),
+            note: Some(format!(
+                "devloop.yaml says `cluster: {}`, but context `{context}` is {}; switch context or change `cluster:`",
+                serde_json::to_value(choice)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                detection.kind
+            )),
+        });
+    }
+    match detection.kind {
+        ClusterKind::Other => Err(ClusterError::NotLocal {
+            context: context.to_string(),
+            note: detection.note,
+        }),
+        kind => Ok(kind),
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns parsed flags into work and reports through the printer.
 
+pub mod build;
 pub mod doctor;
 pub mod init;
 pub mod render;

@@ -55,6 +55,20 @@ KC_FILE="${KUBECONFIG:-$HOME/.kube/config}"
 KC_FILE="${KC_FILE%%:*}"
 mkdir -p "$(dirname "$KC_FILE")"
 
+# Capabilities (by docker name) missing from dockerd's bounding set.
+missing_caps() {
+  local bnd names i
+  bnd=$((16#$(awk '/^CapBnd/ {print $2}' "/proc/$(pgrep -xo dockerd || echo self)/status")))
+  names=(CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP
+    LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER
+    SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE
+    SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP
+    MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ)
+  for i in "${!names[@]}"; do
+    (((bnd >> i) & 1)) || echo "${names[$i]}"
+  done
+}
+
 container_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null)" == true ]]; }
 
 start_container() {
@@ -71,11 +85,21 @@ start_container() {
   # fight over) the host's cgroup tree. Docker >= 20.10 supports it.
   extra+=(--cgroupns=private)
   [[ -d /lib/modules ]] && extra+=(--volume /lib/modules:/lib/modules:ro)
+  [[ -c /dev/kmsg ]] && extra+=(--device /dev/kmsg) # kubelet's OOM watcher reads it
+  # kind runs nodes --privileged. That asks runc for every capability, and
+  # fails ("unable to apply caps") where dockerd itself lacks one (these
+  # sandboxes drop CAP_SYS_RESOURCE). So: every capability dockerd has,
+  # unconfined seccomp/AppArmor/system paths, all devices allowed; the
+  # entrypoint remounts /sys and the cgroup hierarchies read-write.
+  local caps=(--cap-add ALL)
+  local c
+  for c in $(missing_caps); do caps+=(--cap-drop "$c"); done
   # As kind: /var on an anonymous volume (overlayfs snapshots cannot live on
   # the container's own overlay root), tmpfs /tmp and /run, API server port
   # 6443 published on the host's loopback at a free port chosen by Docker.
   docker run -d --name "$CONTAINER" --hostname "$CONTAINER" "${LABELS[@]}" \
-    --privileged --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    "${caps[@]}" --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --security-opt systempaths=unconfined --device-cgroup-rule 'a *:* rwm' \
     --tmpfs /tmp --tmpfs /run --volume /var "${extra[@]}" \
     --restart=on-failure:1 \
     --env "DEVLOOP_NODE_NAME=$CONTAINER" --env "DEVLOOP_NODE_LABELS=$NODE_LABELS" \

@@ -30,8 +30,14 @@ setup_mounts() {
   # is the namespace root. kubelet puts pods under /kubelet (cgroupRoot);
   # create it in every hierarchy and bind-mount it onto itself, as kind's
   # entrypoint does, so cAdvisor sees a mount point for it.
+  local mnt
+  # up.sh cannot use --privileged (see there), so Docker mounts the cgroup
+  # hierarchies read-only; kubelet and runc must create cgroups in them.
+  for mnt in $(findmnt -lun -o target -t cgroup,cgroup2); do
+    mount -o remount,rw "$mnt" 2>/dev/null || mount -o remount,bind,rw "$mnt"
+  done
+  mount -o remount,rw /sys/fs/cgroup 2>/dev/null || true
   if [[ ! -f /sys/fs/cgroup/cgroup.controllers ]]; then
-    local mnt
     for mnt in $(findmnt -lun -o target -t cgroup); do
       mkdir -p "$mnt/kubelet"
       if [[ "$mnt" == */cpuset* ]]; then

@@ -1,0 +1,363 @@
+//! Building artifacts with the Docker Engine API.
+//!
+//! The context is streamed to the engine as a tar of exactly the files the digest covered, so
+//! the tag always describes what was built. An image whose tag already exists is not built again
+//! (the tag is a digest of every input), which also holds after devloop restarts. Artifacts build
+//! concurrently; the engine serialises what it must.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptions;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::context::{BuildInput, ContextError, ContextFile};
+use crate::config::{Artifact, Project};
+use crate::output::Printer;
+
+/// Labels on every image devloop builds, so they can be found (and pruned) later.
+pub const LABEL_PROJECT: &str = "devloop.dev/project";
+pub const LABEL_ARTIFACT: &str = "devloop.dev/artifact";
+pub const LABEL_DIGEST: &str = "devloop.dev/digest";
+
+/// How many lines of a failing step's output the error shows.
+const FAILED_STEP_LINES: usize = 25;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("build of `{image}` failed{}: {message}", step.as_ref().map(|s| format!(" at {s}")).unwrap_or_default())]
+    Failed {
+        image: String,
+        step: Option<String>,
+        message: String,
+        /// The last lines the failing step printed.
+        output: Vec<String>,
+    },
+    #[error("lost the Docker engine while building `{image}`")]
+    Engine {
+        image: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("failed to stream the build context of `{image}`")]
+    Stream {
+        image: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BuildError::Failed { output, .. } if !output.is_empty() => Some(format!(
+                "the step's last output:\n    {}",
+                output.join("\n    ")
+            )),
+            BuildError::Engine { .. } => {
+                Some("check that Docker is running (`docker info`) and try again".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What happened to one artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Built {
+        took: Duration,
+    },
+    /// The tag existed: same inputs, nothing to do.
+    UpToDate,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The artifact's image name (`web`).
+    pub image: String,
+    /// The content-addressed reference (`web:dl-3f2a91c04b7e`).
+    pub reference: String,
+    /// The engine's image ID (`sha256:…`).
+    pub id: String,
+    pub outcome: Outcome,
+}
+
+/// Build every artifact of `project` that is not already built, concurrently.
+/// `force` builds even when the tag exists (the engine's layer cache still applies).
+pub async fn build_all(
+    docker: &Docker,
+    project: &Project,
+    printer: &Printer,
+    force: bool,
+) -> Result<Vec<BuiltImage>, BuildError> {
+    let builds = project
+        .artifacts
+        .iter()
+        .map(|a| build_one(docker, &project.name, a, printer, force));
+    let results = futures_util::future::join_all(builds).await;
+    // Every build ran to its end; report the first failure after the others were printed.
+    let mut built = Vec::new();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(b) => built.push(b),
+            Err(e) if first_error.is_none() => first_error = Some(e),
+            Err(e) => printer.warn(&e.to_string()),
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(built),
+    }
+}
+
+pub async fn build_one(
+    docker: &Docker,
+    project: &str,
+    artifact: &Artifact,
+    printer: &Printer,
+    force: bool,
+) -> Result<BuiltImage, BuildError> {
+    let image = artifact.image.clone();
+    let scan_artifact = artifact.clone();
+    let input = tokio::task::spawn_blocking(move || BuildInput::scan(&scan_artifact))
+        .await
+        .expect("context scan does not panic")?;
+    let reference = format!("{}:{}", artifact.image, input.tag());
+
+    if !force && let Ok(existing) = docker.inspect_image(&reference).await {
+        printer.info(&format!(
+            "{image}: up to date ({reference}; no input changed since it was built)"
+        ));
+        return Ok(BuiltImage {
+            image,
+            reference,
+            id: existing.id.unwrap_or_default(),
+            outcome: Outcome::UpToDate,
+        });
+    }
+
+    let started = Instant::now();
+    printer.info(&format!(
+        "{image}: building {reference} ({} files in context)",
+        input.files.len()
+    ));
+    let (dockerfile_name, extra) = dockerfile_in_tar(artifact, &input.files);
+    let options = BuildImageOptions {
+        dockerfile: dockerfile_name,
+        t: Some(reference.clone()),
+        target: artifact.target.clone().unwrap_or_default(),
+        buildargs: Some(artifact.build_args.clone().into_iter().collect()),
+        labels: Some(HashMap::from([
+            (LABEL_PROJECT.to_string(), project.to_string()),
+            (LABEL_ARTIFACT.to_string(), artifact.image.clone()),
+            (LABEL_DIGEST.to_string(), input.digest.clone()),
+        ])),
+        rm: true,
+        forcerm: true,
+        ..Default::default()
+    };
+    let (body, writer) = tar_stream(input.files, extra);
+    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+
+    let mut step: Option<String> = None;
+    let mut step_output: Vec<String> = Vec::new();
+    let mut failure: Option<String> = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    failure = Some(detail);
+                }
+                let Some(text) = info.stream else { continue };
+                for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                    if line.starts_with("Step ") {
+                        step = Some(line.to_string());
+                        step_output.clear();
+                        printer.info(&format!("{image}: {line}"));
+                    } else {
+                        if printer.verbose() > 0 {
+                            printer.info(&format!("{image}:   {line}"));
+                        }
+                        step_output.push(line.to_string());
+                        if step_output.len() > FAILED_STEP_LINES {
+                            step_output.remove(0);
+                        }
+                    }
+                }
+            }
+            Err(bollard::errors::Error::DockerStreamError { error }) => failure = Some(error),
+            Err(source) => {
+                // The tar writer fails too when the engine hangs up; the engine error is the cause.
+                writer.abort();
+                return Err(BuildError::Engine { image, source });
+            }
+        }
+    }
+    if let Err(source) = writer.await.expect("tar writer does not panic") {
+        if failure.is_none() {
+            return Err(BuildError::Stream { image, source });
+        }
+    }
+    if let Some(message) = failure {
+        return Err(BuildError::Failed {
+            image,
+            step: step.map(|s| format!("`{s}`")),
+            message: message.trim().to_string(),
+            output: step_output,
+        });
+    }
+    let id = docker
+        .inspect_image(&reference)
+        .await
+        .map_err(|source| BuildError::Engine {
+            image: image.clone(),
+            source,
+        })?
+        .id
+        .unwrap_or_default();
+    let took = started.elapsed();
+    printer.info(&format!(
+        "{image}: built {reference} in {:.1}s",
+        took.as_secs_f64()
+    ));
+    Ok(BuiltImage {
+        image,
+        reference,
+        id,
+        outcome: Outcome::Built { took },
+    })
+}
+
+/// The Dockerfile's name inside the tar, and an extra entry when the context lacks it
+/// (excluded by `.dockerignore`, or outside the context): Docker always needs it.
+fn dockerfile_in_tar(
+    artifact: &Artifact,
+    files: &[ContextFile],
+) -> (String, Option<(String, PathBuf)>) {
+    match artifact.dockerfile.strip_prefix(&artifact.context) {
+        Ok(rel) => {
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            let present = files.iter().any(|f| f.rel == rel);
+            let extra = (!present).then(|| (rel.clone(), artifact.dockerfile.clone()));
+            (rel, extra)
+        }
+        Err(_) => {
+            let name = ".devloop.Dockerfile".to_string();
+            (name.clone(), Some((name, artifact.dockerfile.clone())))
+        }
+    }
+}
+
+type TarBody = tokio_stream_shim::ReceiverStream;
+
+/// Write the context as a tar on a blocking thread, handing chunks to the request body as they
+/// are made, so a large context is never held in memory whole.
+fn tar_stream(
+    files: Vec<ContextFile>,
+    extra: Option<(String, PathBuf)>,
+) -> (TarBody, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        let sink = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = write_tar(sink, &files, extra.as_ref());
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        }
+        result
+    });
+    (tokio_stream_shim::ReceiverStream(rx), writer)
+}
+
+fn write_tar(
+    sink: ChannelWriter,
+    files: &[ContextFile],
+    extra: Option<&(String, PathBuf)>,
+) -> std::io::Result<()> {
+    let mut tar = tar::Builder::new(sink);
+    tar.follow_symlinks(false);
+    for f in files {
+        append(&mut tar, &f.rel, &f.path)?;
+    }
+    if let Some((name, path)) = extra {
+        append(&mut tar, name, path)?;
+    }
+    let mut sink = tar.into_inner()?;
+    sink.flush()
+}
+
+fn append(tar: &mut tar::Builder<ChannelWriter>, rel: &str, path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+    // Deterministic mode zeroes mtime; keep the real one, as `docker build` does.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        header.set_mtime(meta.mtime().max(0) as u64);
+    }
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path)?;
+        tar.append_link(&mut header, rel, target)
+    } else {
+        let file = std::fs::File::open(path)?;
+        tar.append_data(&mut header, rel, file)
+    }
+}
+
+const CHUNK: usize = 256 * 1024;
+
+struct ChannelWriter {
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the context",
+            )
+        })
+    }
+}
+
+/// `tokio_stream::wrappers::ReceiverStream` in a few lines, to avoid a crate for it.
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct ReceiverStream(pub tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+
+    impl futures_util::Stream for ReceiverStream {
+        type Item = std::io::Result<bytes::Bytes>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Loading built images into the containerd of local node containers (kind, and minikube with
+//! the containerd runtime) — natively through the Docker API, without the kind CLI.
+//!
+//! Per node: skip when containerd already holds the tag (tags are content digests, so the same
+//! tag is the same image); otherwise export the image once from Docker and stream it into
+//! `ctr images import` on every node that needs it, in parallel, with the snapshotter the node's
+//! CRI plugin uses (as `kind load docker-image` does).
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::node::{ExecError, exec, exec_with_input};
+use crate::build::docker::BuiltImage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("failed to load `{reference}` into node `{node}`")]
+    Node {
+        reference: String,
+        node: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error("failed to export `{reference}` from Docker")]
+    Export {
+        reference: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl LoadError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LoadError::Node {
+                source: ExecError::NodeGone { .. },
+                ..
+            } => Some("the cluster's node container stopped; check `docker ps -a` and restart the cluster".into()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutcome {
+    /// containerd already had this tag.
+    Present,
+    Imported {
+        took: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeLoad {
+    pub node: String,
+    pub outcome: NodeOutcome,
+}
+
+/// The name containerd stores a Docker reference under (`web:1` → `docker.io/library/web:1`).
+pub fn containerd_ref(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or_default();
+    let has_registry =
+        reference.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    if has_registry {
+        reference.to_string()
+    } else if reference.contains('/') {
+        format!("docker.io/{reference}")
+    } else {
+        format!("docker.io/library/{reference}")
+    }
+}
+
+/// Whether containerd in `node` has `reference`.
+pub async fn node_has(docker: &Docker, node: &str, reference: &str) -> Result<bool, ExecError> {
+    let name = format!("name=={}", containerd_ref(reference));
+    let out = exec(
+        docker,
+        node,
+        &["ctr", "--namespace=k8s.io", "images", "ls", "-q", &name],
+    )
+    .await?;
+    Ok(!out.trim().is_empty())
+}
+
+/// The snapshotter the node's CRI plugin unpacks images with (kind reads it the same way).
+pub async fn snapshotter(docker: &Docker, node: &str) -> Result<String, ExecError> {
+    let dump = exec(docker, node, &["containerd", "config", "dump"]).await?;
+    Ok(parse_snapshotter(&dump).unwrap_or_else(|| "overlayfs".to_string()))
+}
+
+fn parse_snapshotter(dump: &str) -> Option<String> {
+    let mut in_cri = false;
+    for line in dump.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_cri = line == r#"[plugins."io.containerd.grpc.v1.cri".containerd]"#;
+            continue;
+        }
+        if in_cri && let Some(value) = line.strip_prefix("snapshotter = ") {
+            return Some(value.trim_matches('"').to_string());
+        }
+    }
+    None
+}
+
+/// Load `image` into every node that lacks it.
+pub async fn load(
+    docker: &Docker,
+    nodes: &[String],
+    image: &BuiltImage,
+) -> Result<Vec<NodeLoad>, LoadError> {
+    let reference = &image.reference;
+    let node_err = |node: &str, source| LoadError::Node {
+        reference: reference.clone(),
+        node: node.to_string(),
+        source,
+    };
+    let checks =
+        futures_util::future::join_all(nodes.iter().map(|n| node_has(docker, n, reference))).await;
+    let mut loads = Vec::new();
+    let mut missing = Vec::new();
+    for (node, has) in nodes.iter().zip(checks) {
+        match has.map_err(|e| node_err(node, e))? {
+            true => loads.push(NodeLoad {
+                node: node.clone(),
+                outcome: NodeOutcome::Present,
+            }),
+            false => missing.push(node.clone()),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(loads);
+    }
+
+    // One export, fanned out to every node that needs it.
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    let mut imports = Vec::new();
+    for node in &missing {
+        let snapshotter = snapshotter(docker, node)
+            .await
+            .map_err(|e| node_err(node, e))?;
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+        senders.push(tx);
+        let node = node.clone();
+        imports.push(async move {
+            let flag = format!("--snapshotter={snapshotter}");
+            let cmd = [
+                "ctr",
+                "--namespace=k8s.io",
+                "images",
+                "import",
+                "--all-platforms",
+                "--digests",
+                &flag,
+                "-",
+            ];
+            let result = exec_with_input(docker, &node, &cmd, Some(receiver(rx))).await;
+            (node, result)
+        });
+    }
+    let export = async {
+        let mut stream = docker.export_image(reference);
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(source) => {
+                    for tx in &senders {
+                        let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                    }
+                    return Err(LoadError::Export {
+                        reference: reference.clone(),
+                        source,
+                    });
+                }
+            };
+            // A node that stopped reading is reported by its import; keep feeding the others.
+            senders.retain(|tx| !tx.is_closed());
+            for tx in &senders {
+                let _ = tx.send(Ok(chunk.clone())).await;
+            }
+        }
+        senders.clear();
+        Ok(())
+    };
+    let (exported, results) = tokio::join!(export, futures_util::future::join_all(imports));
+    for (node, result) in results {
+        result.map_err(|e| node_err(&node, e))?;
+        loads.push(NodeLoad {
+            node,
+            outcome: NodeOutcome::Imported {
+                took: started.elapsed(),
+            },
+        });
+    }
+    exported?;
+    Ok(loads)
+}
+
+fn receiver(
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containerd_names() {
+        assert_eq!(containerd_ref("web:dl-1"), "docker.io/library/web:dl-1");
+        assert_eq!(containerd_ref("team/web:1"), "docker.io/team/web:1");
+        assert_eq!(
+            containerd_ref("localhost:5000/web:1"),
+            "localhost:5000/web:1"
+        );
+        assert_eq!(containerd_ref("ghcr.io/a/web:1"), "ghcr.io/a/web:1");
+    }
+
+    #[test]
+    fn reads_the_cri_snapshotter() {
+        let dump = "[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    default_runtime_name = \"runc\"\n    snapshotter = \"native\"\n  [plugins.other]\n    snapshotter = \"zfs\"\n";
+        assert_eq!(parse_snapshotter(dump).as_deref(), Some("native"));
+    }
+}
