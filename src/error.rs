@@ -40,13 +40,13 @@ pub enum Error {
     #[error(transparent)]
     Init(#[from] crate::commands::init::InitError),
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Engine(Box<crate::engine::EngineError>),
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(Box<crate::cluster::ClusterError>),
     #[error(transparent)]
-    Build(#[from] crate::build::docker::BuildError),
+    Build(Box<crate::build::docker::BuildError>),
     #[error(transparent)]
-    Load(#[from] crate::cluster::load::LoadError),
+    Load(Box<crate::cluster::load::LoadError>),
     #[error("{failed} of {total} checks failed")]
     ChecksFailed { failed: usize, total: usize },
 }
@@ -57,6 +57,24 @@ impl From<Diagnostic> for Error {
     }
 }
 
+/// Module errors that are large are boxed so `Result<_, Error>` stays small.
+macro_rules! boxed_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::$variant(Box::new(e))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    Engine(crate::engine::EngineError),
+    Cluster(crate::cluster::ClusterError),
+    Build(crate::build::docker::BuildError),
+    Load(crate::cluster::load::LoadError),
+);
+
 impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
@@ -65,7 +83,6 @@ impl Error {
             Error::Init(e) => e.exit_status(),
             Error::ChecksFailed { .. } => ExitStatus::Failure,
             Error::Engine(_) | Error::Cluster(_) => ExitStatus::Environment,
-            Error::Build(crate::build::docker::BuildError::Context(_)) => ExitStatus::Failure,
             Error::Build(_) | Error::Load(_) => ExitStatus::Failure,
         }
     }

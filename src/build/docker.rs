@@ -202,10 +202,10 @@ pub async fn build_one(
             }
         }
     }
-    if let Err(source) = writer.await.expect("tar writer does not panic") {
-        if failure.is_none() {
-            return Err(BuildError::Stream { image, source });
-        }
+    if let Err(source) = writer.await.expect("tar writer does not panic")
+        && failure.is_none()
+    {
+        return Err(BuildError::Stream { image, source });
     }
     if let Some(message) = failure {
         return Err(BuildError::Failed {

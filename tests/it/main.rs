@@ -1,6 +1,7 @@
 //! Integration tests: the real `devloop` binary against sample projects in temp directories.
 //! Tiers that need Docker skip with a message unless `DEVLOOP_REQUIRE_TIERS` requires them.
 
+mod build;
 mod cli;
 mod common;
 mod config_errors;
