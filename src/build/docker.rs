@@ -7,14 +7,14 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+
+use crate::tarstream::ChannelWriter;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptions;
-use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use super::context::{BuildInput, ContextError, ContextFile};
 use crate::config::{Artifact, Project};
@@ -165,7 +165,9 @@ pub async fn build_one(
         forcerm: true,
         ..Default::default()
     };
-    let (body, writer) = tar_stream(input.files, extra);
+    let files = input.files;
+    let (body, writer) =
+        crate::tarstream::spawn(move |sink| write_tar(sink, &files, extra.as_ref()));
     let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
 
     let mut step: Option<String> = None;
@@ -257,29 +259,6 @@ fn dockerfile_in_tar(
     }
 }
 
-type TarBody = tokio_stream_shim::ReceiverStream;
-
-/// Write the context as a tar on a blocking thread, handing chunks to the request body as they
-/// are made, so a large context is never held in memory whole.
-fn tar_stream(
-    files: Vec<ContextFile>,
-    extra: Option<(String, PathBuf)>,
-) -> (TarBody, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
-    let writer = tokio::task::spawn_blocking(move || {
-        let sink = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let result = write_tar(sink, &files, extra.as_ref());
-        if let Err(e) = &result {
-            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
-        }
-        result
-    });
-    (tokio_stream_shim::ReceiverStream(rx), writer)
-}
-
 fn write_tar(
     sink: ChannelWriter,
     files: &[ContextFile],
@@ -313,51 +292,5 @@ fn append(tar: &mut tar::Builder<ChannelWriter>, rel: &str, path: &Path) -> std:
     } else {
         let file = std::fs::File::open(path)?;
         tar.append_data(&mut header, rel, file)
-    }
-}
-
-const CHUNK: usize = 256 * 1024;
-
-struct ChannelWriter {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the engine stopped reading the context",
-            )
-        })
-    }
-}
-
-/// `tokio_stream::wrappers::ReceiverStream` in a few lines, to avoid a crate for it.
-mod tokio_stream_shim {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    pub struct ReceiverStream(pub tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
-
-    impl futures_util::Stream for ReceiverStream {
-        type Item = std::io::Result<bytes::Bytes>;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.0.poll_recv(cx)
-        }
     }
 }

@@ -2,9 +2,10 @@
 //! the containerd runtime) — natively through the Docker API, without the kind CLI.
 //!
 //! Per node: skip when containerd already holds the tag (tags are content digests, so the same
-//! tag is the same image); otherwise export the image once from Docker and stream it into
-//! `ctr images import` on every node that needs it, in parallel, with the snapshotter the node's
-//! CRI plugin uses (as `kind load docker-image` does).
+//! tag is the same image). Otherwise send only the layers the node lacks (`delta`, through
+//! devloop's own registry). If that cannot be done, fall back to what always works: export the
+//! image once from Docker and stream it into `ctr images import` on every node that needs it, in
+//! parallel, with the snapshotter the node's CRI plugin uses (as `kind load docker-image` does).
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::delta;
 use super::node::{ExecError, exec, exec_with_input};
+use super::registry::{Registry, Store};
 use crate::build::docker::BuiltImage;
+use crate::output::Printer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -49,9 +53,10 @@ impl LoadError {
 pub enum NodeOutcome {
     /// containerd already had this tag.
     Present,
-    Imported {
-        took: Duration,
-    },
+    /// Only the missing layers were sent.
+    Delta { took: Duration, layers_sent: usize },
+    /// The whole image was exported and imported.
+    Full { took: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -106,40 +111,145 @@ fn parse_snapshotter(dump: &str) -> Option<String> {
     None
 }
 
-/// Load `image` into every node that lacks it.
-pub async fn load(
+/// Loads images into nodes, keeping devloop's registry up between images.
+pub struct Loader<'a> {
+    docker: &'a Docker,
+    /// `None` when the delta path cannot work (a remote Docker engine cannot push to our
+    /// loopback) or the registry failed to start: then every load is a full import.
+    registry: Option<Registry>,
+}
+
+impl<'a> Loader<'a> {
+    pub async fn new(docker: &'a Docker) -> Self {
+        let local_engine = std::env::var("DOCKER_HOST").map_or(true, |h| h.starts_with("unix://"));
+        let registry = match local_engine && std::env::var_os("DEVLOOP_FULL_LOAD").is_none() {
+            true => Registry::start(Store::default_location()).await.ok(),
+            false => None,
+        };
+        Self { docker, registry }
+    }
+
+    /// Load `image` into every node that lacks it: delta first, full import as the fallback.
+    pub async fn load(
+        &self,
+        nodes: &[String],
+        image: &BuiltImage,
+        printer: &Printer,
+    ) -> Result<Vec<NodeLoad>, LoadError> {
+        let mut loads = Vec::new();
+        let mut missing = Vec::new();
+        let checks = futures_util::future::join_all(
+            nodes
+                .iter()
+                .map(|n| node_has(self.docker, n, &image.reference)),
+        )
+        .await;
+        for (node, has) in nodes.iter().zip(checks) {
+            match has.map_err(|e| node_error(&image.reference, node, e))? {
+                true => loads.push(NodeLoad {
+                    node: node.clone(),
+                    outcome: NodeOutcome::Present,
+                }),
+                false => missing.push(node.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(loads);
+        }
+        let mut fallback = missing.clone();
+        if let Some(registry) = &self.registry {
+            let started = Instant::now();
+            match delta::push(self.docker, registry, image).await {
+                Err(e) => printer.warn(&format!(
+                    "{}: {}; loading the whole image instead",
+                    image.image,
+                    error_chain(&e)
+                )),
+                Ok(pushed) => {
+                    let imports = missing.iter().map(|node| async {
+                        let snapshotter = snapshotter(self.docker, node).await?;
+                        delta::import(
+                            self.docker,
+                            node,
+                            &snapshotter,
+                            registry.store(),
+                            &pushed,
+                            &image.reference,
+                        )
+                        .await
+                    });
+                    let results = futures_util::future::join_all(imports).await;
+                    fallback.clear();
+                    for (node, result) in missing.iter().zip(results) {
+                        match result {
+                            Ok(layers_sent) => loads.push(NodeLoad {
+                                node: node.clone(),
+                                outcome: NodeOutcome::Delta {
+                                    took: started.elapsed(),
+                                    layers_sent,
+                                },
+                            }),
+                            Err(delta::DeltaError::Node(ExecError::NodeGone { node })) => {
+                                return Err(node_error(
+                                    &image.reference,
+                                    &node.clone(),
+                                    ExecError::NodeGone { node },
+                                ));
+                            }
+                            Err(e) => {
+                                printer.warn(&format!(
+                                    "{}: {}; loading the whole image into {node} instead",
+                                    image.image,
+                                    error_chain(&e)
+                                ));
+                                fallback.push(node.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !fallback.is_empty() {
+            loads.extend(full_import(self.docker, &fallback, image).await?);
+        }
+        Ok(loads)
+    }
+}
+
+fn node_error(reference: &str, node: &str, source: ExecError) -> LoadError {
+    LoadError::Node {
+        reference: reference.to_string(),
+        node: node.to_string(),
+        source,
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Export `image` once and import it whole into every node of `nodes`, in parallel.
+pub async fn full_import(
     docker: &Docker,
     nodes: &[String],
     image: &BuiltImage,
 ) -> Result<Vec<NodeLoad>, LoadError> {
     let reference = &image.reference;
-    let node_err = |node: &str, source| LoadError::Node {
-        reference: reference.clone(),
-        node: node.to_string(),
-        source,
-    };
-    let checks =
-        futures_util::future::join_all(nodes.iter().map(|n| node_has(docker, n, reference))).await;
+    let node_err = |node: &str, source| node_error(reference, node, source);
     let mut loads = Vec::new();
-    let mut missing = Vec::new();
-    for (node, has) in nodes.iter().zip(checks) {
-        match has.map_err(|e| node_err(node, e))? {
-            true => loads.push(NodeLoad {
-                node: node.clone(),
-                outcome: NodeOutcome::Present,
-            }),
-            false => missing.push(node.clone()),
-        }
-    }
-    if missing.is_empty() {
-        return Ok(loads);
-    }
 
     // One export, fanned out to every node that needs it.
     let started = Instant::now();
     let mut senders = Vec::new();
     let mut imports = Vec::new();
-    for node in &missing {
+    for node in nodes {
         let snapshotter = snapshotter(docker, node)
             .await
             .map_err(|e| node_err(node, e))?;
@@ -191,7 +301,7 @@ pub async fn load(
         result.map_err(|e| node_err(&node, e))?;
         loads.push(NodeLoad {
             node,
-            outcome: NodeOutcome::Imported {
+            outcome: NodeOutcome::Full {
                 took: started.elapsed(),
             },
         });

@@ -5,8 +5,10 @@
 //! wrong place must never happen. `node` runs commands in node containers; `load` puts built
 //! images into their containerd.
 
+pub mod delta;
 pub mod load;
 pub mod node;
+pub mod registry;
 
 use std::collections::HashMap;
 

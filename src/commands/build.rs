@@ -39,11 +39,15 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Re
     };
 
     let built = docker::build_all(&engine.docker, &project, printer, args.force).await?;
+    let loader = match target {
+        Some(_) => Some(load::Loader::new(&engine.docker).await),
+        None => None,
+    };
     let mut reports = Vec::new();
     for image in &built {
-        let loaded = match &target {
-            None => Vec::new(),
-            Some(kind) => load_one(&engine.docker, kind, image, printer).await?,
+        let loaded = match (&target, &loader) {
+            (Some(kind), Some(loader)) => load_one(loader, kind, image, printer).await?,
+            _ => Vec::new(),
         };
         reports.push(Report {
             image: image.image.clone(),
@@ -64,7 +68,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Re
 }
 
 async fn load_one(
-    docker: &bollard::Docker,
+    loader: &load::Loader<'_>,
     kind: &ClusterKind,
     image: &BuiltImage,
     printer: &Printer,
@@ -75,7 +79,7 @@ async fn load_one(
         ClusterKind::Other => return Ok(Vec::new()),
     };
     printer.info(&format!("{}: loading into {kind}", image.image));
-    let loads = load::load(docker, &nodes, image).await?;
+    let loads = loader.load(&nodes, image, printer).await?;
     let mut out = Vec::new();
     for l in loads {
         let imported = match l.outcome {
@@ -86,9 +90,19 @@ async fn load_one(
                 ));
                 false
             }
-            load::NodeOutcome::Imported { took } => {
+            load::NodeOutcome::Delta { took, layers_sent } => {
                 printer.info(&format!(
-                    "{}: loaded into node {} in {:.1}s",
+                    "{}: loaded into node {} in {:.2}s ({layers_sent} new layer{} sent)",
+                    image.image,
+                    l.node,
+                    took.as_secs_f64(),
+                    if layers_sent == 1 { "" } else { "s" }
+                ));
+                true
+            }
+            load::NodeOutcome::Full { took } => {
+                printer.info(&format!(
+                    "{}: loaded into node {} in {:.1}s (whole image)",
                     image.image,
                     l.node,
                     took.as_secs_f64()
