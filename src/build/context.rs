@@ -89,15 +89,6 @@ impl BuildInput {
     }
 }
 
-/// The full image reference devloop builds for `artifact`, e.g. `web:dl-3f2a91c04b7e`.
-pub fn image_tag(artifact: &Artifact) -> Result<String, ContextError> {
-    Ok(format!(
-        "{}:{}",
-        artifact.image,
-        BuildInput::scan(artifact)?.tag()
-    ))
-}
-
 /// Length-prefixed so that no two different inputs hash alike.
 fn field(hasher: &mut Sha256, name: &str, value: &[u8]) {
     hasher.update(name.as_bytes());

@@ -98,10 +98,16 @@ pub async fn build_all(
     printer: &Printer,
     force: bool,
 ) -> Result<Vec<BuiltImage>, BuildError> {
-    let builds = project
-        .artifacts
-        .iter()
-        .map(|a| build_one(docker, &project.name, a, printer, force));
+    let builds = project.artifacts.iter().map(|a| {
+        build_one(
+            docker,
+            &project.name,
+            project.registry.as_deref(),
+            a,
+            printer,
+            force,
+        )
+    });
     let results = futures_util::future::join_all(builds).await;
     // Every build ran to its end; report the first failure after the others were printed.
     let mut built = Vec::new();
@@ -122,6 +128,7 @@ pub async fn build_all(
 pub async fn build_one(
     docker: &Docker,
     project: &str,
+    registry: Option<&str>,
     artifact: &Artifact,
     printer: &Printer,
     force: bool,
@@ -131,7 +138,7 @@ pub async fn build_one(
     let input = tokio::task::spawn_blocking(move || BuildInput::scan(&scan_artifact))
         .await
         .expect("context scan does not panic")?;
-    let reference = format!("{}:{}", artifact.image, input.tag());
+    let reference = super::reference(registry, &artifact.image, &input.tag());
 
     if !force && let Ok(existing) = docker.inspect_image(&reference).await {
         printer.info(&format!(

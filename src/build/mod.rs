@@ -7,17 +7,31 @@ pub mod context;
 pub mod docker;
 pub mod ignore;
 
-pub use context::{BuildInput, ContextError, image_tag};
+pub use context::{BuildInput, ContextError};
 
 use std::collections::HashMap;
 
 use crate::config::Project;
 
-/// The tag every artifact of `project` gets, keyed by image name.
+/// The reference an artifact is built, loaded and deployed as: `[registry/]image:tag`.
+pub fn reference(registry: Option<&str>, image: &str, tag: &str) -> String {
+    match registry {
+        Some(registry) => format!("{registry}/{image}:{tag}"),
+        None => format!("{image}:{tag}"),
+    }
+}
+
+/// The reference every artifact of `project` gets, keyed by image name.
 pub fn image_tags(project: &Project) -> Result<HashMap<String, String>, ContextError> {
     project
         .artifacts
         .iter()
-        .map(|a| Ok((a.image.clone(), image_tag(a)?)))
+        .map(|a| {
+            let tag = BuildInput::scan(a)?.tag();
+            Ok((
+                a.image.clone(),
+                reference(project.registry.as_deref(), &a.image, &tag),
+            ))
+        })
         .collect()
 }

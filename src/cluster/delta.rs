@@ -82,7 +82,12 @@ pub async fn push(
         .reference
         .rsplit_once(':')
         .unwrap_or((image.reference.as_str(), "latest"));
-    let target_repo = format!("{}/{repo}", registry.host());
+    // Our registry's host replaces any registry the reference names.
+    let path = match repo.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => repo,
+    };
+    let target_repo = format!("{}/{path}", registry.host());
     let push_err = |source| DeltaError::Push {
         reference: image.reference.clone(),
         source,
@@ -126,7 +131,7 @@ pub async fn push(
         return Err(push_err(source));
     }
     let manifest = registry
-        .manifest(repo, tag)
+        .manifest(path, tag)
         .ok_or_else(|| DeltaError::NoManifest(image.reference.clone()))?;
     let bad = |message: String| DeltaError::BadManifest {
         reference: image.reference.clone(),

@@ -29,6 +29,12 @@ pub enum LoadError {
         #[source]
         source: ExecError,
     },
+    #[error("failed to push `{reference}`")]
+    Push {
+        reference: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("failed to export `{reference}` from Docker")]
     Export {
         reference: String,
@@ -44,6 +50,9 @@ impl LoadError {
                 source: ExecError::NodeGone { .. },
                 ..
             } => Some("the cluster's node container stopped; check `docker ps -a` and restart the cluster".into()),
+            LoadError::Push { .. } => Some(
+                "check that the registry is up and reachable from Docker (`docker push` the image by hand to see the details)".into(),
+            ),
             _ => None,
         }
     }
@@ -214,6 +223,30 @@ impl<'a> Loader<'a> {
         }
         Ok(loads)
     }
+}
+
+/// Push `image` to the registry its reference names (for clusters that pull).
+pub async fn push_to_registry(docker: &Docker, image: &BuiltImage) -> Result<Duration, LoadError> {
+    let started = Instant::now();
+    let (repo, tag) = image
+        .reference
+        .rsplit_once(':')
+        .unwrap_or((image.reference.as_str(), "latest"));
+    let mut stream = docker.push_image(
+        repo,
+        Some(bollard::query_parameters::PushImageOptions {
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        }),
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        item.map_err(|source| LoadError::Push {
+            reference: image.reference.clone(),
+            source,
+        })?;
+    }
+    Ok(started.elapsed())
 }
 
 fn node_error(reference: &str, node: &str, source: ExecError) -> LoadError {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::build::docker::{self, BuiltImage, Outcome};
 use crate::cli::{BuildArgs, GlobalArgs};
-use crate::cluster::{self, ClusterKind, load};
+use crate::cluster::{self, ClusterError, ClusterKind, load};
 use crate::config;
 use crate::error::Error;
 use crate::output::Printer;
@@ -20,10 +20,20 @@ struct Report {
     loaded: Vec<NodeReport>,
 }
 
+/// Where built images go.
+enum Target {
+    /// Into the nodes of a local cluster.
+    Nodes(ClusterKind),
+    /// Pushed to a registry the cluster pulls from.
+    Registry(String),
+}
+
 #[derive(Debug, Serialize)]
 struct NodeReport {
+    /// The node, or the registry pushed to.
     node: String,
     imported: bool,
+    seconds: f64,
 }
 
 pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Result<(), Error> {
@@ -35,18 +45,47 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Re
         None
     } else {
         let context = cluster::chosen_context(global.context.as_deref())?;
-        Some(cluster::detect(&engine.docker, &context, project.cluster).await?)
+        let detected = cluster::detect(&engine.docker, &context, project.cluster).await;
+        match (detected, &project.registry) {
+            (Ok(ClusterKind::Other) | Err(ClusterError::NotLocal { .. }), Some(registry)) => {
+                Some(Target::Registry(registry.clone()))
+            }
+            (Ok(ClusterKind::Other), None) => {
+                return Err(ClusterError::NotLocal {
+                    context,
+                    note: None,
+                }
+                .into());
+            }
+            (Ok(kind), _) => Some(Target::Nodes(kind)),
+            (Err(e), _) => return Err(e.into()),
+        }
     };
 
     let built = docker::build_all(&engine.docker, &project, printer, args.force).await?;
     let loader = match target {
-        Some(_) => Some(load::Loader::new(&engine.docker).await),
-        None => None,
+        Some(Target::Nodes(_)) => Some(load::Loader::new(&engine.docker).await),
+        _ => None,
     };
     let mut reports = Vec::new();
     for image in &built {
         let loaded = match (&target, &loader) {
-            (Some(kind), Some(loader)) => load_one(loader, kind, image, printer).await?,
+            (Some(Target::Nodes(kind)), Some(loader)) => {
+                load_one(loader, kind, image, printer).await?
+            }
+            (Some(Target::Registry(registry)), _) => {
+                let took = load::push_to_registry(&engine.docker, image).await?;
+                printer.info(&format!(
+                    "{}: pushed to {registry} in {:.1}s",
+                    image.image,
+                    took.as_secs_f64()
+                ));
+                vec![NodeReport {
+                    node: registry.clone(),
+                    imported: true,
+                    seconds: took.as_secs_f64(),
+                }]
+            }
             _ => Vec::new(),
         };
         reports.push(Report {
@@ -82,6 +121,12 @@ async fn load_one(
     let loads = loader.load(&nodes, image, printer).await?;
     let mut out = Vec::new();
     for l in loads {
+        let seconds = match l.outcome {
+            load::NodeOutcome::Delta { took, .. } | load::NodeOutcome::Full { took } => {
+                took.as_secs_f64()
+            }
+            load::NodeOutcome::Present => 0.0,
+        };
         let imported = match l.outcome {
             load::NodeOutcome::Present => {
                 printer.info(&format!(
@@ -113,6 +158,7 @@ async fn load_one(
         out.push(NodeReport {
             node: l.node,
             imported,
+            seconds,
         });
     }
     Ok(out)

@@ -95,6 +95,8 @@ pub struct Project {
     pub name: String,
     pub namespace: Option<String>,
     pub cluster: ClusterOption,
+    /// Where images are pushed for clusters that cannot load them directly.
+    pub registry: Option<String>,
     pub artifacts: Vec<Artifact>,
     pub manifests: Vec<ManifestSource>,
     pub secrets: Vec<SecretSource>,
@@ -304,6 +306,10 @@ pub fn load(selection: &Selection) -> Result<Project, ConfigError> {
         }
     };
 
+    if let Some(registry) = &options.registry {
+        check_registry(registry, &origin("registry".into()))?;
+    }
+
     let namespace = selection
         .namespace
         .clone()
@@ -316,6 +322,9 @@ pub fn load(selection: &Selection) -> Result<Project, ConfigError> {
         name: options.name,
         namespace,
         cluster: options.cluster,
+        registry: options
+            .registry
+            .map(|r| r.trim_end_matches('/').to_string()),
         artifacts,
         manifests,
         secrets,
@@ -668,6 +677,32 @@ fn check_image_name(image: &str, origin: &Origin) -> Result<(), ConfigError> {
     Err(origin
         .diagnostic(format!("`{image}` is not a valid image name"))
         .hint("use lowercase letters, digits, '.', '_', '-' and '/', e.g. `myapp-web`")
+        .into())
+}
+
+/// `host[:port][/path]`, no scheme: what Docker accepts before an image name.
+fn check_registry(registry: &str, origin: &Origin) -> Result<(), ConfigError> {
+    if let Some((scheme, rest)) = registry.split_once("://") {
+        return Err(origin
+            .diagnostic(format!(
+                "registry `{registry}` has a scheme (`{scheme}://`)"
+            ))
+            .hint(format!("write `registry: {rest}`"))
+            .into());
+    }
+    let host = registry.split('/').next().unwrap_or_default();
+    let (name, port) = host.split_once(':').unwrap_or((host, "0"));
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        && port.parse::<u16>().is_ok();
+    if ok {
+        return Ok(());
+    }
+    Err(origin
+        .diagnostic(format!("`{registry}` is not a registry address"))
+        .hint("write `host[:port][/path]`, e.g. `localhost:5000` or `registry.example.com/team`")
         .into())
 }
 

@@ -21,6 +21,10 @@ pub struct ProjectOptions {
     /// Which kind of cluster to load images into. Default `auto`: detected from the kube context.
     #[serde(default, skip_serializing_if = "ClusterOption::is_auto")]
     pub cluster: ClusterOption,
+    /// A registry (`host[:port][/path]`) to push images to when the cluster is not a local kind
+    /// or minikube. When set, images are named `<registry>/<image>:<tag>` everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
     /// Images devloop builds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactOptions>,
