@@ -33,6 +33,11 @@ struct NodeReport {
     /// The node, or the registry pushed to.
     node: String,
     imported: bool,
+    /// `present` (nothing to do), `delta` (missing layers only), `full` (whole image), `push`.
+    method: &'static str,
+    /// Layer blobs sent (delta only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layers_sent: Option<usize>,
     seconds: f64,
 }
 
@@ -83,6 +88,8 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Re
                 vec![NodeReport {
                     node: registry.clone(),
                     imported: true,
+                    method: "push",
+                    layers_sent: None,
                     seconds: took.as_secs_f64(),
                 }]
             }
@@ -155,9 +162,16 @@ async fn load_one(
                 true
             }
         };
+        let (method, layers_sent) = match l.outcome {
+            load::NodeOutcome::Present => ("present", None),
+            load::NodeOutcome::Delta { layers_sent, .. } => ("delta", Some(layers_sent)),
+            load::NodeOutcome::Full { .. } => ("full", None),
+        };
         out.push(NodeReport {
             node: l.node,
             imported,
+            method,
+            layers_sent,
             seconds,
         });
     }

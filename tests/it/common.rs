@@ -86,19 +86,38 @@ pub fn write(dir: &Path, rel: &str, text: &str) {
 #[derive(Debug, Clone, Copy)]
 pub enum Tier {
     Docker,
+    /// A kind-shaped test cluster; its context in `DEVLOOP_TEST_KIND_CONTEXT`.
+    KindCluster,
+    /// A minikube-shaped test cluster; its context in `DEVLOOP_TEST_MINIKUBE_CONTEXT`.
+    MinikubeCluster,
 }
 
 impl Tier {
     fn name(self) -> &'static str {
         match self {
             Tier::Docker => "docker",
+            Tier::KindCluster => "kind-cluster",
+            Tier::MinikubeCluster => "minikube-cluster",
         }
+    }
+
+    /// The kube context of a cluster tier.
+    pub fn context(self) -> String {
+        let var = match self {
+            Tier::Docker => return String::new(),
+            Tier::KindCluster => "DEVLOOP_TEST_KIND_CONTEXT",
+            Tier::MinikubeCluster => "DEVLOOP_TEST_MINIKUBE_CONTEXT",
+        };
+        std::env::var(var).unwrap_or_default()
     }
 
     /// `true` when the tier can run; otherwise reports the skip (or panics when required).
     pub fn available(self, test: &str) -> bool {
         let missing = match self {
             Tier::Docker => docker_missing(),
+            Tier::KindCluster | Tier::MinikubeCluster => {
+                docker_missing().or_else(|| cluster_missing(self))
+            }
         };
         let Some(why) = missing else {
             return true;
@@ -113,6 +132,42 @@ impl Tier {
             self.name()
         );
         false
+    }
+}
+
+fn cluster_missing(tier: Tier) -> Option<String> {
+    let context = tier.context();
+    if context.is_empty() {
+        return Some(format!(
+            "no test cluster: start one with `tests/cluster/up.sh NAME{}` and set {}",
+            if matches!(tier, Tier::MinikubeCluster) {
+                " --shape minikube"
+            } else {
+                ""
+            },
+            if matches!(tier, Tier::MinikubeCluster) {
+                "DEVLOOP_TEST_MINIKUBE_CONTEXT=NAME"
+            } else {
+                "DEVLOOP_TEST_KIND_CONTEXT=kind-NAME"
+            },
+        ));
+    }
+    let out = Command::new("kubectl")
+        .args([
+            "--context",
+            &context,
+            "get",
+            "nodes",
+            "--request-timeout=10s",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "context `{context}` does not answer: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("kubectl is not installed ({e})")),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod build;
 mod cli;
+mod cluster;
 mod common;
 mod config_errors;
 mod doctor;
