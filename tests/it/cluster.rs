@@ -353,3 +353,165 @@ fn docker_tier_a_node_that_dies_mid_load_is_reported() {
     );
     assert!(!run.stderr.contains("panicked"));
 }
+
+/// A registry (Debian's docker-registry, the CNCF Distribution registry) that lives as long as
+/// the test. Docker pushes to it on loopback; the node pulls through the bridge gateway.
+struct LocalRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> Option<Self> {
+        let binary = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!("version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: '0.0.0.0:{port}'}}\n", dir.path().join("data").display()),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .spawn()
+            .unwrap();
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("docker-registry did not start on port {port}");
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cluster_tier_registry_push_then_a_pod_pulls_it() {
+    let test = "cluster_tier_registry_push_then_a_pod_pulls_it";
+    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+        return;
+    }
+    let Some(registry) = LocalRegistry::start() else {
+        assert!(
+            std::env::var("DEVLOOP_REQUIRE_TIERS").is_err(),
+            "docker-registry is not installed (Debian package docker-registry)"
+        );
+        eprintln!("SKIPPED {test}: docker-registry is not installed");
+        return;
+    };
+    let context = Tier::KindCluster.context();
+    let node = format!("{}-control-plane", context.trim_start_matches("kind-"));
+    let host = format!("localhost:{}", registry.port);
+
+    // Wire the node's containerd to the registry, as a user would for a registry beside the cluster.
+    let gateway = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}",
+            &node,
+        ])
+        .output()
+        .unwrap();
+    let gateway = String::from_utf8_lossy(&gateway.stdout).trim().to_string();
+    let hosts = format!(
+        "server = \"http://{host}\"\n[host.\"http://{gateway}:{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        registry.port
+    );
+    let certs = format!("/etc/containerd/certs.d/{host}");
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            "-i",
+            &node,
+            "sh",
+            "-c",
+            &format!("mkdir -p '{certs}' && cat > '{certs}/hosts.toml'"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(hosts.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+
+    let project = web_project("from the registry\n");
+    let yaml = std::fs::read_to_string(project.path().join("devloop.yaml")).unwrap();
+    // `cluster: other` makes devloop treat the context as a cluster that pulls.
+    write(
+        project.path(),
+        "devloop.yaml",
+        &format!("{yaml}cluster: other\nregistry: {host}\n"),
+    );
+    let report = build(project.path(), &context, &[]);
+    let reference = report["reference"].as_str().unwrap().to_string();
+    assert!(reference.starts_with(&format!("{host}/")), "{reference}");
+    assert_eq!(report["loaded"][0]["method"], "push", "{report}");
+
+    // The rendered manifests name the registry reference too.
+    let render = devloop_with(project.path(), &["render"], &[]);
+    assert!(
+        render.stdout.contains(&format!("image: {reference}")),
+        "{}",
+        render.stdout
+    );
+
+    // The node has never seen this image: the pod must pull it from the registry.
+    let ns = Namespace::new(&context, "registry");
+    let ctx = &ns.context;
+    kubectl(
+        ctx,
+        &[
+            "-n",
+            &ns.name,
+            "run",
+            "pulled",
+            "--image",
+            &reference,
+            "--image-pull-policy=Always",
+            "--restart=Never",
+        ],
+    )
+    .unwrap();
+    let ready = kubectl(
+        ctx,
+        &[
+            "-n",
+            &ns.name,
+            "wait",
+            "--for=condition=Ready",
+            "pod/pulled",
+            "--timeout=90s",
+        ],
+    );
+    let describe = kubectl(ctx, &["-n", &ns.name, "describe", "pod", "pulled"]).unwrap_or_default();
+    let _ = Command::new("docker")
+        .args(["exec", &node, "rm", "-rf", &certs])
+        .output();
+    let _ = Command::new("docker").args(["rmi", &reference]).output();
+    assert!(ready.is_ok(), "{ready:?}\n{describe}");
+    assert!(describe.contains("Successfully pulled"), "{describe}");
+}
