@@ -379,7 +379,7 @@ impl LocalRegistry {
             format!("version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: '0.0.0.0:{port}'}}\n", dir.path().join("data").display()),
         )
         .unwrap();
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .arg("serve")
             .arg(&config)
             .spawn()
@@ -394,6 +394,8 @@ impl LocalRegistry {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("docker-registry did not start on port {port}");
     }
 }
