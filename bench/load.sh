@@ -28,7 +28,7 @@ NODE=$CLUSTER-control-plane
 export PATH="$HOME/.cargo/bin:$PATH"
 
 now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 json_field() { python3 -c "import json,sys; d=json.load(sys.stdin)[0]; print($1)"; }
 
@@ -90,7 +90,7 @@ for i in $(seq 2 $((RUNS + 1))); do
   t=$(now)
   dl build --json > load.json
   since "$t" >> delta_wall.txt
-  json_field 'd["loaded"][0]["seconds"]' < load.json >> delta.txt
+  json_field 'round(d["loaded"][0]["seconds"], 3)' < load.json >> delta.txt
   method=$(json_field 'd["loaded"][0]["method"]' < load.json)
   [[ "$method" == delta ]] || echo "warning: run $i loaded by $method, not delta" >&2
   # kind's way, into the same node: the whole image, even though one layer changed.
