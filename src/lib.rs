@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod output;
+pub mod session;
 pub mod tarstream;
 
 use std::ffi::OsString;

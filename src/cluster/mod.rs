@@ -115,6 +115,8 @@ pub enum ClusterError {
         context: String,
         note: Option<String>,
     },
+    #[error("cannot make a client for context `{context}`: {message}")]
+    Client { context: String, message: String },
     #[error("failed to list node containers")]
     Docker(#[source] bollard::errors::Error),
 }
@@ -130,7 +132,7 @@ impl ClusterError {
             ClusterError::NotLocal { .. } => Some(
                 "devloop loads images only into local kind or minikube clusters: switch context (`--context kind-NAME`), or build without loading (`--no-load`)".into(),
             ),
-            ClusterError::Docker(_) => None,
+            ClusterError::Docker(_) | ClusterError::Client { .. } => None,
         }
     }
 }
@@ -150,6 +152,43 @@ pub fn chosen_context(explicit: Option<&str>) -> Result<String, ClusterError> {
         return Err(ClusterError::UnknownContext(context));
     }
     Ok(context)
+}
+
+/// A Kubernetes client for `context` (see [`chosen_context`]), its namespace, and the server URL.
+pub async fn client(context: &str) -> Result<Client, ClusterError> {
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let config =
+        kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| ClusterError::Client {
+                context: context.to_string(),
+                message: e.to_string(),
+            })?;
+    let server = config.cluster_url.to_string();
+    let namespace = config.default_namespace.clone();
+    let kube = kube::Client::try_from(config).map_err(|e| ClusterError::Client {
+        context: context.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(Client {
+        kube,
+        namespace,
+        server,
+        context: context.to_string(),
+    })
+}
+
+/// A connected client and what it was made from, for messages.
+#[derive(Clone)]
+pub struct Client {
+    pub kube: kube::Client,
+    /// The context's default namespace (`default` when it names none).
+    pub namespace: String,
+    pub server: String,
+    pub context: String,
 }
 
 /// Detect the cluster behind `context`; `choice` (from devloop.yaml) can insist on a kind.
