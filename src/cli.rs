@@ -70,6 +70,15 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build, load, apply the persistent tier once, deploy the profile, forward ports; Ctrl+C removes the profile
+    Up(UpArgs),
+    /// Remove the profile tier (`--all`: the persistent tier too, after confirmation)
+    Down(DownArgs),
+    /// What is deployed per tier and profile, pod health, forwards, last backup
+    Status(StatusArgs),
+    /// Back up the project's database now, list the backups, or restore one
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Build the profile's images (only what changed) and load them into the local cluster
     Build(BuildArgs),
     /// Print the fully resolved manifests of a profile, in apply order
@@ -80,6 +89,47 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Deploy, wait for the rollout and exit with its status (for CI)
+    #[arg(long)]
+    pub once: bool,
+
+    /// On Ctrl+C, leave the profile running instead of removing it
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Apply the persistent tier's files even where the cluster differs (never deletes)
+    #[arg(long)]
+    pub reapply_infra: bool,
+
+    /// Seconds to wait for the rollout before failing
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Build even when an image with the same inputs exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also delete the persistent tier (volumes, secrets, the backup CronJob) — after confirmation
+    #[arg(long)]
+    pub all: bool,
+
+    /// Confirm `--all` without asking
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,4 +201,55 @@ pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Run the backup CronJob (devloop.yaml `backup.cronJob`) now, wait, report the file
+    Now(BackupNowArgs),
+    /// List the backups on the backup volume, newest first
+    List(BackupListArgs),
+    /// Restore a backup (after a safety backup of the current data)
+    Restore(BackupRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupNowArgs {
+    /// Print the Job and the file it wrote as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for the backup Job before giving up (it keeps running)
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    /// Print the backups as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for the pod that reads the backup volume
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRestoreArgs {
+    /// `latest` or a file name from `devloop backup list`
+    #[arg(default_value = "latest", value_name = "latest|NAME")]
+    pub backup: String,
+
+    /// Restore without asking (required when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print what was restored and the safety backup as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for each Job (safety backup, restore) before giving up
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
 }

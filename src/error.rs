@@ -47,6 +47,14 @@ pub enum Error {
     Build(Box<crate::build::docker::BuildError>),
     #[error(transparent)]
     Load(Box<crate::cluster::load::LoadError>),
+    #[error(transparent)]
+    Apply(Box<crate::deploy::apply::ApplyError>),
+    #[error(transparent)]
+    Rollout(Box<crate::deploy::rollout::RolloutError>),
+    #[error(transparent)]
+    Down(#[from] crate::commands::down::DownError),
+    #[error(transparent)]
+    Backup(Box<crate::backup::BackupError>),
     #[error("{failed} of {total} checks failed")]
     ChecksFailed { failed: usize, total: usize },
 }
@@ -73,6 +81,9 @@ boxed_from!(
     Cluster(crate::cluster::ClusterError),
     Build(crate::build::docker::BuildError),
     Load(crate::cluster::load::LoadError),
+    Backup(crate::backup::BackupError),
+    Apply(crate::deploy::apply::ApplyError),
+    Rollout(crate::deploy::rollout::RolloutError),
 );
 
 impl Error {
@@ -83,7 +94,11 @@ impl Error {
             Error::Init(e) => e.exit_status(),
             Error::ChecksFailed { .. } => ExitStatus::Failure,
             Error::Engine(_) | Error::Cluster(_) => ExitStatus::Environment,
-            Error::Build(_) | Error::Load(_) => ExitStatus::Failure,
+            Error::Build(_) | Error::Load(_) | Error::Apply(_) | Error::Rollout(_) => {
+                ExitStatus::Failure
+            }
+            Error::Down(_) => ExitStatus::Failure,
+            Error::Backup(e) => e.exit_status(),
         }
     }
 
@@ -108,6 +123,10 @@ impl Error {
             Error::Cluster(e) => e.hint(),
             Error::Build(e) => e.hint(),
             Error::Load(e) => e.hint(),
+            Error::Apply(e) => e.hint(),
+            Error::Rollout(e) => e.hint(),
+            Error::Down(e) => e.hint(),
+            Error::Backup(e) => e.hint(),
         }
     }
 

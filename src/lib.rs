@@ -6,6 +6,7 @@
 //! model), `deploy` (manifests to objects), `build` (contexts and tags), `cluster` (which cluster),
 //! `engine` (Docker), `forward` (local ports); `output` prints, `error` maps failures to exit codes.
 
+pub mod backup;
 pub mod build;
 pub mod cli;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod error;
 pub mod forward;
+pub mod logs;
 pub mod output;
 pub mod session;
 pub mod tarstream;
@@ -68,6 +70,12 @@ fn dispatch(cli: &Cli, printer: &Printer) -> Result<(), Error> {
         }
         Command::Doctor(args) => runtime().block_on(commands::doctor::run(global, args, printer)),
         Command::Build(args) => runtime().block_on(commands::build::run(global, args, printer)),
+        Command::Up(args) => runtime().block_on(commands::up::run(global, args, printer)),
+        Command::Down(args) => runtime().block_on(commands::down::run(global, args, printer)),
+        Command::Status(args) => runtime().block_on(commands::status::run(global, args, printer)),
+        Command::Backup(command) => {
+            runtime().block_on(commands::backup::run(global, command, printer))
+        }
     }
 }
 

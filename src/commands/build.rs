@@ -10,10 +10,11 @@ use crate::config;
 use crate::error::Error;
 use crate::output::Printer;
 
+/// What happened to one artifact: built or not, and where it was loaded.
 #[derive(Debug, Serialize)]
-struct Report {
-    image: String,
-    reference: String,
+pub struct Report {
+    pub image: String,
+    pub reference: String,
     id: String,
     built: bool,
     seconds: f64,
@@ -29,7 +30,7 @@ enum Target {
 }
 
 #[derive(Debug, Serialize)]
-struct NodeReport {
+pub struct NodeReport {
     /// The node, or the registry pushed to.
     node: String,
     imported: bool,
@@ -44,30 +45,51 @@ struct NodeReport {
 pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Result<(), Error> {
     let project = config::load(&super::selection(global))?;
     let engine = crate::engine::connect().await?;
+    let context = match args.no_load {
+        true => None,
+        false => Some(cluster::chosen_context(global.context.as_deref())?),
+    };
+    let reports =
+        build_and_load(&engine, &project, context.as_deref(), args.force, printer).await?;
+    if args.json {
+        printer.data(&(serde_json::to_string_pretty(&reports).expect("reports serialize") + "\n"));
+    }
+    Ok(())
+}
 
+/// Build every artifact that changed and, with a `context`, put the images where its cluster
+/// runs them. `up` uses this too.
+pub async fn build_and_load(
+    engine: &crate::engine::Engine,
+    project: &config::Project,
+    context: Option<&str>,
+    force: bool,
+    printer: &Printer,
+) -> Result<Vec<Report>, Error> {
     // Decide where images go before spending time on builds.
-    let target = if args.no_load {
-        None
-    } else {
-        let context = cluster::chosen_context(global.context.as_deref())?;
-        let detected = cluster::detect(&engine.docker, &context, project.cluster).await;
-        match (detected, &project.registry) {
-            (Ok(ClusterKind::Other) | Err(ClusterError::NotLocal { .. }), Some(registry)) => {
-                Some(Target::Registry(registry.clone()))
-            }
-            (Ok(ClusterKind::Other), None) => {
-                return Err(ClusterError::NotLocal {
-                    context,
-                    note: None,
+    let target = match context {
+        None => None,
+        Some(context) => {
+            let context = context.to_string();
+            let detected = cluster::detect(&engine.docker, &context, project.cluster).await;
+            match (detected, &project.registry) {
+                (Ok(ClusterKind::Other) | Err(ClusterError::NotLocal { .. }), Some(registry)) => {
+                    Some(Target::Registry(registry.clone()))
                 }
-                .into());
+                (Ok(ClusterKind::Other), None) => {
+                    return Err(ClusterError::NotLocal {
+                        context,
+                        note: None,
+                    }
+                    .into());
+                }
+                (Ok(kind), _) => Some(Target::Nodes(kind)),
+                (Err(e), _) => return Err(e.into()),
             }
-            (Ok(kind), _) => Some(Target::Nodes(kind)),
-            (Err(e), _) => return Err(e.into()),
         }
     };
 
-    let built = docker::build_all(&engine.docker, &project, printer, args.force).await?;
+    let built = docker::build_all(&engine.docker, project, printer, force).await?;
     let loader = match target {
         Some(Target::Nodes(_)) => Some(load::Loader::new(&engine.docker).await),
         _ => None,
@@ -107,10 +129,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Re
             loaded,
         });
     }
-    if args.json {
-        printer.data(&(serde_json::to_string_pretty(&reports).expect("reports serialize") + "\n"));
-    }
-    Ok(())
+    Ok(reports)
 }
 
 async fn load_one(

@@ -1,9 +1,13 @@
 //! One module per subcommand; each turns parsed flags into work and reports through the printer.
 
+pub mod backup;
 pub mod build;
 pub mod doctor;
+pub mod down;
 pub mod init;
 pub mod render;
+pub mod status;
+pub mod up;
 
 use clap::CommandFactory;
 

@@ -5,9 +5,11 @@
 //! (`validate`) and putting it together in apply order (`render`). Applying to a cluster arrives
 //! with `devloop up`.
 
+pub mod apply;
 pub mod manifest;
 pub mod patch;
 pub mod render;
+pub mod rollout;
 pub mod secrets;
 pub mod validate;
 
