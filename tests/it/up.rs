@@ -1,0 +1,406 @@
+//! `devloop up/down/status` end to end on the Django sample in a real cluster (kind tier): the
+//! app serves, data added through it survives `down` + `up` and a profile switch, production has
+//! its replicas, HPA and PDB, and the persistent tier is never deleted by the profile commands.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{Tier, devloop_with, sample};
+
+fn kubectl(context: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("kubectl")
+        .arg("--context")
+        .arg(context)
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A namespace deleted when the test ends, pass or fail.
+struct Namespace {
+    context: String,
+    name: String,
+}
+
+impl Namespace {
+    fn new(context: &str, tag: &str) -> Self {
+        let name = format!("devloop-it-{tag}-{}", std::process::id());
+        kubectl(context, &["create", "namespace", &name]).unwrap();
+        Self {
+            context: context.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &self.context,
+            &["delete", "namespace", &self.name, "--wait=false"],
+        );
+    }
+}
+
+/// `kubectl port-forward` to the web Service for the test's own requests.
+struct Forward {
+    child: Child,
+    port: u16,
+}
+
+impl Forward {
+    fn new(ns: &Namespace) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("kubectl")
+            .args([
+                "--context",
+                &ns.context,
+                "-n",
+                &ns.name,
+                "port-forward",
+                "service/web",
+                &format!("{port}:8000"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..50 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("kubectl port-forward did not listen");
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+fn http(port: u16, method: &str, path: &str, extra: &str, body: &str) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Response {
+        status,
+        headers: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// Add an album through the app's form, as a browser would (CSRF cookie and token).
+fn add_album(port: u16, title: &str) {
+    let page = http(port, "GET", "/", "", "");
+    assert_eq!(page.status, 200, "{}", page.headers);
+    let cookie = page
+        .headers
+        .lines()
+        .filter_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        })
+        .find_map(|(_, v)| v.trim().strip_prefix("csrftoken="))
+        .and_then(|v| v.split(';').next())
+        .expect("a CSRF cookie")
+        .to_string();
+    let token = page
+        .body
+        .split("name=\"csrfmiddlewaretoken\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token in the form")
+        .to_string();
+    let form = format!(
+        "csrfmiddlewaretoken={token}&title={}&artist=The+Testers&year=1999",
+        title.replace(' ', "+")
+    );
+    let posted = http(
+        port,
+        "POST",
+        "/",
+        &format!(
+            "Cookie: csrftoken={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        ),
+        &form,
+    );
+    assert_eq!(
+        posted.status, 302,
+        "the form redirects after adding: {}\n{}",
+        posted.headers, posted.body
+    );
+}
+
+fn up(dir: &std::path::Path, ns: &Namespace, profile: &str) {
+    let run = devloop_with(
+        dir,
+        &[
+            "--context",
+            &ns.context,
+            "-n",
+            &ns.name,
+            "-p",
+            profile,
+            "up",
+            "--once",
+            "--timeout",
+            "240",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "up -p {profile}:\n{}", run.stderr);
+}
+
+fn pvcs(ns: &Namespace) -> Vec<String> {
+    let names = kubectl(
+        &ns.context,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "pvc",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    )
+    .unwrap();
+    let mut names: Vec<String> = names.split_whitespace().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
+    let test = "cluster_tier_up_down_and_profile_switch_keep_the_data";
+    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+        return;
+    }
+    let context = Tier::KindCluster.context();
+    let ns = Namespace::new(&context, "up");
+    let project = sample("django");
+    let dir = project.path();
+
+    up(dir, &ns, "dev");
+    let title = format!("Kept Through Redeploys {}", std::process::id());
+    {
+        let fwd = Forward::new(&ns);
+        let health = http(fwd.port, "GET", "/health/", "", "");
+        assert_eq!(health.status, 200, "{}", health.body);
+        assert!(
+            health.body.contains("\"postgres\": \"ok\"")
+                && health.body.contains("\"redis\": \"ok\""),
+            "{}",
+            health.body
+        );
+        add_album(fwd.port, &title);
+        assert!(http(fwd.port, "GET", "/", "", "").body.contains(&title));
+    }
+    let persistent = pvcs(&ns);
+    assert_eq!(
+        persistent,
+        ["postgres-backups", "postgres-data", "redis-data"]
+    );
+
+    // down removes the profile tier and keeps the persistent one.
+    let down = devloop_with(dir, &["--context", &context, "-n", &ns.name, "down"], &[]);
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    let left = kubectl(
+        &context,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "deploy,sts,svc,job",
+            "-l",
+            "devloop.dev/project=musiccat",
+            "-o",
+            "name",
+        ],
+    )
+    .unwrap();
+    assert!(left.trim().is_empty(), "profile tier removed, left: {left}");
+    assert_eq!(pvcs(&ns), persistent, "down keeps the volumes");
+    assert!(
+        kubectl(&context, &["-n", &ns.name, "get", "secret", "musiccat-db"]).is_ok(),
+        "down keeps the Secret"
+    );
+    assert!(
+        kubectl(
+            &context,
+            &["-n", &ns.name, "get", "cronjob", "postgres-backup"]
+        )
+        .is_ok(),
+        "down keeps the backup CronJob"
+    );
+
+    // up again: the row is still there.
+    up(dir, &ns, "dev");
+    {
+        let fwd = Forward::new(&ns);
+        assert!(
+            http(fwd.port, "GET", "/", "", "").body.contains(&title),
+            "the album survives down + up"
+        );
+    }
+
+    // production: replicas, HPA, PDB — and the same data.
+    up(dir, &ns, "production");
+    let ready = kubectl(
+        &context,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+    )
+    .unwrap();
+    assert_eq!(ready, "2", "production runs 2 web replicas");
+    assert!(
+        kubectl(&context, &["-n", &ns.name, "get", "hpa", "web"]).is_ok(),
+        "production has an HPA"
+    );
+    assert!(
+        kubectl(&context, &["-n", &ns.name, "get", "pdb", "web"]).is_ok(),
+        "production has a PDB"
+    );
+    let profile = kubectl(
+        &context,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.labels.devloop\\.dev/profile}",
+        ],
+    )
+    .unwrap();
+    assert_eq!(profile, "production", "the dev objects were replaced");
+    {
+        let fwd = Forward::new(&ns);
+        assert!(
+            http(fwd.port, "GET", "/", "", "").body.contains(&title),
+            "the album survives the profile switch"
+        );
+    }
+
+    let status = devloop_with(
+        dir,
+        &["--context", &context, "-n", &ns.name, "status", "--json"],
+        &[],
+    );
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --json");
+    assert!(
+        status["profiles"]["production"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{status}"
+    );
+    assert!(
+        status["persistent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "PersistentVolumeClaim/postgres-data"),
+        "{status}"
+    );
+
+    let down = devloop_with(dir, &["--context", &context, "-n", &ns.name, "down"], &[]);
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    assert_eq!(pvcs(&ns), persistent);
+}
+
+#[test]
+fn cluster_tier_down_all_refuses_without_confirmation() {
+    let test = "cluster_tier_down_all_refuses_without_confirmation";
+    if !Tier::KindCluster.available(test) {
+        return;
+    }
+    let context = Tier::KindCluster.context();
+    let ns = Namespace::new(&context, "downall");
+    let project = sample("minimal");
+    let run = devloop_with(
+        project.path(),
+        &["--context", &context, "-n", &ns.name, "down", "--all"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("refusing to delete the persistent tier"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+}
+
+#[test]
+fn cluster_tier_a_missing_namespace_is_named_with_the_fix() {
+    let test = "cluster_tier_a_missing_namespace_is_named_with_the_fix";
+    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+        return;
+    }
+    let context = Tier::KindCluster.context();
+    let project = sample("minimal");
+    let ns = format!("devloop-it-absent-{}", std::process::id());
+    let run = devloop_with(
+        project.path(),
+        &["--context", &context, "-n", &ns, "up", "--once"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("namespace `{ns}` does not exist")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("kubectl create namespace"),
+        "{}",
+        run.stderr
+    );
+}
