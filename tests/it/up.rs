@@ -404,3 +404,96 @@ fn cluster_tier_a_missing_namespace_is_named_with_the_fix() {
         run.stderr
     );
 }
+
+/// Ctrl+C at random moments of `devloop up`: the persistent tier is intact every time, and the
+/// profile tier is gone after every orderly stop.
+#[test]
+fn cluster_tier_ctrl_c_at_random_moments_keeps_the_persistent_tier() {
+    let test = "cluster_tier_ctrl_c_at_random_moments_keeps_the_persistent_tier";
+    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+        return;
+    }
+    let context = Tier::KindCluster.context();
+    let ns = Namespace::new(&context, "ctrlc");
+    let project = sample("minimal");
+    let dir = project.path();
+    // A persistent tier to protect: a PVC and a ConfigMap.
+    crate::common::write(
+        dir,
+        "k8s-infra/data.yaml",
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 16Mi}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: kept\n",
+    );
+    let yaml = std::fs::read_to_string(dir.join("devloop.yaml"))
+        .unwrap()
+        .replace("manifests:\n", "manifests:\n  infra:\n    - k8s-infra/\n");
+    std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut moments = Vec::new();
+    for run in 0..10u64 {
+        // A pseudo-random moment in 0.3–8 s: before, during and after the deploy.
+        let delay = Duration::from_millis(
+            300 + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(run * 1442695040888963407)
+                >> 33)
+                % 7700,
+        );
+        moments.push(delay.as_millis());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_devloop"))
+            .args(["--context", &context, "-n", &ns.name, "up"])
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "run {run}, Ctrl+C after {delay:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+
+        // The persistent tier, whenever it was created, is still there.
+        if kubectl(&context, &["-n", &ns.name, "get", "configmap", "settings"]).is_ok() {
+            assert!(
+                kubectl(&context, &["-n", &ns.name, "get", "pvc", "data"]).is_ok(),
+                "run {run}: the PVC is gone: {stderr}"
+            );
+        }
+        let left = kubectl(
+            &context,
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "deploy,svc",
+                "-l",
+                "devloop.dev/tier=profile",
+                "-o",
+                "name",
+            ],
+        )
+        .unwrap();
+        assert!(
+            left.trim().is_empty(),
+            "run {run}, Ctrl+C after {delay:?}: the profile tier is left: {left}\n{stderr}"
+        );
+    }
+    // At least one run got as far as creating the persistent tier, and it survived them all.
+    assert!(
+        kubectl(&context, &["-n", &ns.name, "get", "configmap", "settings"]).is_ok(),
+        "moments {moments:?}"
+    );
+    assert!(kubectl(&context, &["-n", &ns.name, "get", "pvc", "data"]).is_ok());
+}
