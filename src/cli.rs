@@ -112,6 +112,14 @@ pub struct UpArgs {
     /// Build even when an image with the same inputs exists
     #[arg(long)]
     pub force: bool,
+
+    /// When a forward's local port is taken, use the next free one (and say so) instead of failing
+    #[arg(long)]
+    pub port_fallback: bool,
+
+    /// Do not stream the pods' logs
+    #[arg(long)]
+    pub no_logs: bool,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +218,10 @@ pub enum BackupCommand {
     /// List the backups on the backup volume, newest first
     List(BackupListArgs),
     /// Restore a backup (after a safety backup of the current data)
+    ///
+    /// Runs the restore Job (devloop.yaml `backup.restoreJob`) with BACKUP_FILE set to the chosen
+    /// backup, after taking a safety backup as `backup now` does. `latest` is the newest backup
+    /// before the safety backup. Asks for confirmation on a terminal; elsewhere needs `--yes`.
     Restore(BackupRestoreArgs),
 }
 

@@ -54,6 +54,8 @@ pub enum Error {
     #[error(transparent)]
     Down(#[from] crate::commands::down::DownError),
     #[error(transparent)]
+    Forward(Box<crate::forward::ForwardError>),
+    #[error(transparent)]
     Backup(Box<crate::backup::BackupError>),
     #[error("{failed} of {total} checks failed")]
     ChecksFailed { failed: usize, total: usize },
@@ -84,6 +86,7 @@ boxed_from!(
     Backup(crate::backup::BackupError),
     Apply(crate::deploy::apply::ApplyError),
     Rollout(crate::deploy::rollout::RolloutError),
+    Forward(crate::forward::ForwardError),
 );
 
 impl Error {
@@ -97,7 +100,7 @@ impl Error {
             Error::Build(_) | Error::Load(_) | Error::Apply(_) | Error::Rollout(_) => {
                 ExitStatus::Failure
             }
-            Error::Down(_) => ExitStatus::Failure,
+            Error::Down(_) | Error::Forward(_) => ExitStatus::Failure,
             Error::Backup(e) => e.exit_status(),
         }
     }
@@ -126,6 +129,7 @@ impl Error {
             Error::Apply(e) => e.hint(),
             Error::Rollout(e) => e.hint(),
             Error::Down(e) => e.hint(),
+            Error::Forward(e) => e.hint(),
             Error::Backup(e) => e.hint(),
         }
     }

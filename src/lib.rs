@@ -88,8 +88,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// `-v` is for the user's story; `-vv` (or `RUST_LOG`) turns on diagnostics.
 fn init_tracing(verbose: u8) {
+    // Libraries' own logs (kube's retries, hyper's connection errors) are diagnostics: the user
+    // hears about failures from devloop's messages, so they stay off unless asked for.
     let default = match verbose {
-        0 | 1 => "warn",
+        0 | 1 => "off",
         2 => "devloop=debug",
         _ => "debug",
     };

@@ -77,6 +77,23 @@ impl Printer {
         eprintln!("{text}");
     }
 
+    /// One line of a container's log on stdout, as `source | text`; `colour` (any index, stable
+    /// per source) picks the source's colour so interleaved pods stay apart. Not silenced by
+    /// `--quiet`: logs are asked for (and turned off with `--no-logs`).
+    pub fn log_line(&self, source: &str, colour: usize, text: &str) {
+        // Colours that read on dark and light terminals, none of them the warning/error ones.
+        const PALETTE: [&str; 8] = ["36", "35", "34", "32", "96", "95", "94", "92"];
+        let prefix = if self.color {
+            format!("\x1b[{}m{source} |\x1b[0m", PALETTE[colour % PALETTE.len()])
+        } else {
+            format!("{source} |")
+        };
+        let mut out = std::io::stdout().lock();
+        // One write per line, so lines of concurrent streams never interleave mid-line.
+        let _ = out.write_all(format!("{prefix} {text}\n").as_bytes());
+        let _ = out.flush();
+    }
+
     pub fn paint(&self, style: Style, text: &str) -> String {
         if !self.color {
             return text.to_string();

@@ -6,13 +6,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::cli::{GlobalArgs, UpArgs};
-use crate::cluster;
 use crate::config::{self, Project, Tier};
 use crate::deploy::apply::{Applier, TierReport, applied_key};
+use crate::deploy::render::{LABEL_PROFILE, LABEL_PROJECT};
 use crate::deploy::{self, RenderOptions, rollout};
 use crate::error::Error;
 use crate::output::Printer;
 use crate::session::Session;
+use crate::{cluster, forward, logs};
 
 pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> Result<(), Error> {
     let session = Session::new();
@@ -25,6 +26,34 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> Resul
         .clone()
         .unwrap_or_else(|| client.namespace.clone());
     let mut applier = Applier::new(client.kube.clone(), namespace.clone());
+
+    // Take the local ports first: a busy port should fail before anything is deployed.
+    let forward_options = forward::ForwardOptions {
+        port_fallback: args.port_fallback,
+        ..Default::default()
+    };
+    let listeners = match args.once {
+        true => None,
+        false => Some(forward::bind(&project.forwards, &forward_options, printer)?),
+    };
+    // Logs start before the deploy, so this deploy's pods (migrations too) show from their start.
+    if !args.once && !args.no_logs {
+        let selector = format!(
+            "{LABEL_PROJECT}={},{LABEL_PROFILE}={}",
+            project.name, project.profile.name
+        );
+        let (kube, ns, token, printer) = (
+            client.kube.clone(),
+            namespace.clone(),
+            session.cancel.child_token(),
+            *printer,
+        );
+        session.tasks.spawn(async move {
+            if let Err(e) = logs::run(kube, ns, selector, token, printer).await {
+                printer.warn(&format!("log streaming stopped: {e}"));
+            }
+        });
+    }
 
     let deploy = deploy_once(&project, &context, &client, &mut applier, args, printer);
     let deployed = tokio::select! {
@@ -48,6 +77,22 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> Resul
     }
     if args.once {
         return Ok(());
+    }
+    if let Some(listeners) = listeners {
+        let (kube, ns, token, printer) = (
+            client.kube.clone(),
+            namespace.clone(),
+            session.cancel.child_token(),
+            *printer,
+        );
+        session.tasks.spawn(async move {
+            if let Err(e) = listeners
+                .serve(kube, ns, forward_options, token, printer)
+                .await
+            {
+                printer.warn(&format!("port forwarding stopped: {e}"));
+            }
+        });
     }
 
     printer.info(&format!(

@@ -2,7 +2,8 @@
 # Builds everything the offline test cluster needs, cached by Kubernetes version:
 #   1. components: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
 #      kube-proxy, kubectl (from go.mod), etcd 3.5 + etcdctl (modules/etcd),
-#      CoreDNS (modules/coredns), kind (go install), the pause binary (gcc -static)
+#      CoreDNS (modules/coredns), kind and crictl (go install), the pause binary
+#      (gcc -static), devloop-runc (tools/runc-caps, see up.sh)
 #   2. the node image devloop/testnode:<k8s version> (Debian bookworm rootfs + binaries)
 # A second run only checks cache keys and takes seconds.
 #
@@ -24,7 +25,6 @@ mkdir -p "$BIN_DIR"
 stamp_ok() {
   local key=$1 name=$2 f
   shift 2
-  local f
   for f in "$@"; do [[ -x "$BIN_DIR/$f" ]] || return 1; done
   [[ "$(cat "$BIN_DIR/.$name.stamp" 2>/dev/null)" == "$key" ]]
 }
@@ -67,7 +67,7 @@ build_coredns() {
 }
 
 build_kind() {
-  local key="$KIND_VERSION-$(go env GOVERSION)"
+  local key; key="$KIND_VERSION-$(go env GOVERSION)"
   if stamp_ok "$key" kind kind; then log "kind $KIND_VERSION: cached"; return; fi
   # kind's go.mod has no replace directives, so plain go install works.
   GOBIN="$BIN_DIR" go install "sigs.k8s.io/kind@$KIND_VERSION"
@@ -75,7 +75,7 @@ build_kind() {
 }
 
 build_crictl() {
-  local key="$CRICTL_VERSION-$(go env GOVERSION)"
+  local key; key="$CRICTL_VERSION-$(go env GOVERSION)"
   if stamp_ok "$key" crictl crictl; then log "crictl $CRICTL_VERSION: cached"; return; fi
   GOBIN="$BIN_DIR" go install -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
     "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
@@ -92,6 +92,14 @@ build_pause() {
   stamp_set "$key" pause
 }
 
+build_runc_caps() {
+  local src="$CLUSTER_DIR/tools/runc-caps/main.go" key
+  key="$(hash_files "$src")-$(go env GOVERSION)"
+  if stamp_ok "$key" devloop-runc devloop-runc; then log "devloop-runc: cached"; return; fi
+  (cd "$CLUSTER_DIR" && go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/devloop-runc" ./tools/runc-caps)
+  stamp_set "$key" devloop-runc
+}
+
 main() {
   local t0; t0=$(date +%s.%N)
   command -v go >/dev/null || die "Go >= 1.24 is needed (expected at /usr/local/go)"
@@ -102,6 +110,7 @@ main() {
   step "install kind" build_kind
   step "install crictl" build_crictl
   step "build pause" build_pause
+  step "build devloop-runc (runtime wrapper)" build_runc_caps
   if [[ "${1:-}" != "--components-only" ]]; then
     step "node image" "$CLUSTER_DIR/node/build-image.sh"
   fi

@@ -68,15 +68,19 @@ build_one() {
 # load_into NAME TAG...: kind-shaped clusters via the real `kind load` (skips
 # images the node already has); minikube-shaped via docker save | ctr import.
 load_into() {
-  local name=$1 c
+  local name=$1 c tag
   shift
   if [[ -n "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$name")" ]]; then
-    kind load docker-image --name "$name" "$@"
+    # One image per call: kind re-sends every image named in a call as soon
+    # as one of them is missing from the node.
+    for tag in "$@"; do
+      kind load docker-image --name "$name" "$tag"
+    done
     return
   fi
   c="$(docker ps -q --filter "label=name.minikube.sigs.k8s.io=$name")"
   [[ -n "$c" ]] || die "no running cluster named $name"
-  local missing=() tag
+  local missing=()
   for tag in "$@"; do
     [[ "$(docker exec "$c" crictl inspecti -o go-template --template '{{.status.id}}' "$tag" 2>/dev/null)" == \
       "$(docker image inspect -f '{{.Id}}' "$tag")" ]] || missing+=("$tag")

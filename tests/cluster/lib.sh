@@ -9,21 +9,23 @@ export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 K8S_VERSION="$(awk '/=>/ {next} $1 == "require" {$1 = ""; $0 = $0} $1 == "k8s.io/kubernetes" {print $2; exit}' "$CLUSTER_DIR/go.mod")"
 CACHE_ROOT="${DEVLOOP_CLUSTER_CACHE:-$HOME/.cache/devloop-testcluster}"
 CACHE_DIR="$CACHE_ROOT/$K8S_VERSION"
+# shellcheck disable=SC2034  # used by the scripts that source this file
 BIN_DIR="$CACHE_DIR/bin"
+# shellcheck disable=SC2034
 NODE_IMAGE="devloop/testnode:$K8S_VERSION"
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# step NAME CMD...: run CMD and print how long it took.
+# step NAME CMD...: run CMD and print how long it took. CMD is not run in a
+# conditional context, so errexit still stops the script inside it.
 step() {
-  local name=$1 start rc=0
+  local name=$1 start
   shift
   start=$(date +%s.%N)
   log "== $name"
-  "$@" || rc=$?
-  log "== $name: $(elapsed "$start")s$( ((rc)) && echo " (FAILED rc=$rc)")"
-  return "$rc"
+  "$@"
+  log "== $name: $(elapsed "$start")s"
 }
 elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}'; }
 
@@ -46,8 +48,8 @@ ensure_docker() {
   command -v dockerd >/dev/null || ensure_pkgs docker.io
   log "starting dockerd"
   (setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &)
-  local i
-  for i in $(seq 1 60); do
+  local _
+  for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return 0
     sleep 0.5
   done
@@ -62,7 +64,7 @@ hash_files() { cat "$@" | sha256sum | cut -c1-16; }
 # Every image of the test cluster (node, stand-ins) builds FROM it; its tag
 # carries a hash of this recipe so a changed recipe makes a new base.
 DEBIAN_MIRROR="${DEVLOOP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-BASE_RECIPE_VERSION=1
+BASE_RECIPE_VERSION=2
 base_image_tag() {
   echo "devloop/bookworm-base:$(echo "$BASE_RECIPE_VERSION $DEBIAN_MIRROR" | sha256sum | cut -c1-12)"
 }
@@ -87,7 +89,16 @@ SRC
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"$rootfs/etc/apt/apt.conf.d/90devloop-norecommends"
   printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\n' \
     >"$rootfs/etc/dpkg/dpkg.cfg.d/90devloop-nodoc"
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
+  # As Docker's debian image: apt deletes downloaded .debs after every install.
+  cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'CLEAN'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+CLEAN
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
+  find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
   tar -C "$rootfs" --numeric-owner -c . | docker import -c 'CMD ["bash"]' - "$tag" >/dev/null
   log "imported $tag"
 }

@@ -11,6 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NAME=${1:-kind}
 export PATH="$BIN_DIR:$PATH"
 ensure_docker
+command -v curl >/dev/null || ensure_pkgs curl
 
 if [[ -n "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$NAME")" ]]; then
   SHAPE=kind CONTEXT="kind-$NAME" NODE="$NAME-control-plane"
@@ -31,6 +32,7 @@ cleanup() {
   [[ -n "$PF_PID" ]] && kill "$PF_PID" 2>/dev/null
   kubectl --context "$CONTEXT" delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
   docker rmi "devloop-smoke:$TOKEN" >/dev/null 2>&1 || true
+  docker exec "$NODE" crictl rmi "docker.io/library/devloop-smoke:$TOKEN" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -58,7 +60,11 @@ check_node() {
 }
 
 check_kind_cli() {
-  [[ "$SHAPE" == kind ]] || { log "       (minikube shape: kind CLI does not apply)"; return 0; }
+  if [[ "$SHAPE" != kind ]]; then
+    # A minikube-shaped node must not pass for a kind cluster.
+    if kind get clusters 2>/dev/null | grep -qx "$NAME"; then return 1; fi
+    return 0
+  fi
   kind get clusters | grep -qx "$NAME" || return 1
   kind get nodes --name "$NAME" | grep -qx "$NODE" || return 1
   # kind rebuilds the external kubeconfig from the node's admin.conf and the published port.
@@ -132,13 +138,14 @@ EOF
   k wait --for=condition=Ready pod/toolbox --timeout=60s >/dev/null
   local url out
   for url in "http://web/" "http://web.$NS.svc.cluster.local/"; do
-    out="$(k exec toolbox -- wget -qO- -T 5 "$url")"
+    out="$(k exec toolbox -- timeout 10 wget -qO- "$url")"
     log "       toolbox: wget $url -> $out"
     [[ "$out" == "$TOKEN" ]] || return 1
   done
 }
 
 check_exec_logs() {
+  # shellcheck disable=SC2016  # expanded by the pod's shell
   [[ "$(k exec toolbox -- sh -c 'echo exec-$((40+2))')" == exec-42 ]] || return 1
   k logs deployment/web >/dev/null
   [[ "$(k logs pod/loaded)" == "$TOKEN" ]]
@@ -226,11 +233,113 @@ EOF
   [[ "$(k logs job/manual)" == "cron-$TOKEN" ]]
 }
 
+# run_to_end NAME KUBECTL-RUN-ARGS...: run a pod to completion and print its
+# logs (`kubectl run -i` can miss output printed before it attaches).
+run_to_end() {
+  local name=$1 phase="" i
+  shift
+  k run "$name" --restart=Never "$@" >/dev/null
+  for ((i = 0; i < 240; i++)); do
+    phase="$(k get pod "$name" -o jsonpath='{.status.phase}')"
+    [[ "$phase" == Succeeded || "$phase" == Failed ]] && break
+    sleep 0.5
+  done
+  k logs "$name"
+  [[ "$phase" == Succeeded ]]
+}
+
+check_stand_ins() {
+  # As the Django sample runs them: uid 999, data on PVCs, reached by Service name.
+  k apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: Secret
+metadata: {name: db}
+stringData: {POSTGRES_USER: smoke, POSTGRES_PASSWORD: smoke-pw, POSTGRES_DB: smokedb}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: postgres}
+spec:
+  selector: {app: postgres}
+  ports: [{port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: postgres}
+spec:
+  serviceName: postgres
+  selector: {matchLabels: {app: postgres}}
+  template:
+    metadata: {labels: {app: postgres}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 999, runAsGroup: 999, fsGroup: 999}
+      containers:
+        - name: postgres
+          image: postgres:16
+          envFrom: [{secretRef: {name: db}}]
+          env: [{name: PGDATA, value: /var/lib/postgresql/data/pgdata}]
+          readinessProbe:
+            exec: {command: [sh, -c, 'pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"']}
+            periodSeconds: 2
+          volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 100Mi}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  selector: {app: redis}
+  ports: [{port: 6379}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis}
+spec:
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 999, runAsGroup: 999}
+      containers:
+        - name: redis
+          image: redis:7
+          command: [redis-server]
+          args: [--appendonly, "yes", --dir, /data]
+          readinessProbe: {exec: {command: [redis-cli, ping]}, periodSeconds: 2}
+          volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, emptyDir: {}}]
+EOF
+  k rollout status statefulset/postgres --timeout=120s >/dev/null
+  k rollout status deployment/redis --timeout=60s >/dev/null
+  local out
+  # Ready pods can precede kube-proxy's rules for them by a second: retry like
+  # the sample's init containers do.
+  # shellcheck disable=SC2016  # expanded by the pod's shell
+  out="$(run_to_end pgclient --image=postgres:16 --env=PGPASSWORD=smoke-pw -- bash -c \
+    'for i in $(seq 60); do pg_isready -q -h postgres -U smoke -d smokedb && break; sleep 0.5; done &&
+     psql -h postgres -U smoke -d smokedb -Atc "create table t (v text); insert into t select current_user; select v from t" &&
+     pg_dump -h postgres -U smoke -d smokedb --no-owner | gzip | gzip -dc | grep -c "CREATE TABLE"')"
+  log "       postgres: psql/pg_dump from another pod -> $(echo "$out" | tr '\n' ' ')"
+  [[ "$out" == *$'smoke\n1' ]] || return 1
+  # shellcheck disable=SC2016
+  out="$(run_to_end redisclient --image=redis:7 -- \
+    sh -c 'for i in $(seq 60); do redis-cli -h redis ping >/dev/null 2>&1 && break; sleep 0.5; done
+           redis-cli -h redis set smoke ok >/dev/null && redis-cli -h redis get smoke')"
+  log "       redis: redis-cli -h redis get -> $out"
+  [[ "$out" == ok ]]
+}
+
 log "smoke test of $NAME ($SHAPE shape, context $CONTEXT), namespace $NS"
 kubectl --context "$CONTEXT" create namespace "$NS" >/dev/null
 for ((i = 0; i < 60; i++)); do k get serviceaccount default >/dev/null 2>&1 && break; sleep 0.5; done
 check "node Ready and running Kubernetes $K8S_VERSION" check_node
-check "real kind CLI sees the cluster (get clusters/nodes/kubeconfig)" check_kind_cli
+if [[ "$SHAPE" == kind ]]; then
+  check "real kind CLI sees the cluster (get clusters/nodes/kubeconfig)" check_kind_cli
+else
+  check "kind CLI does not list the minikube-shaped node" check_kind_cli
+fi
 check "stand-in images built and loaded into the node" check_images
 check "image loaded with $([[ $SHAPE == kind ]] && echo 'kind load docker-image' || echo 'ctr import') runs (imagePullPolicy Never)" check_load
 check "Deployment serves HTTP through a Service, by DNS name, to another pod" check_service_dns
@@ -238,4 +347,5 @@ check "kubectl exec and kubectl logs" check_exec_logs
 check "kubectl port-forward serves on the host" check_port_forward
 check "StatefulSet PVC binds dynamically and keeps data across a pod restart" check_pvc_statefulset
 check "Job created from a CronJob completes" check_cronjob
+check "postgres:16 and redis:7 stand-ins serve other pods (uid 999, PVC)" check_stand_ins
 log "all $CHECKS checks passed in $(elapsed "$T0")s"

@@ -32,6 +32,7 @@ case "$SHAPE" in
     CONTEXT="kind-$NAME"
     LABELS=(--label "io.x-k8s.kind.cluster=$NAME" --label io.x-k8s.kind.role=control-plane)
     NODE_LABELS=""
+    API_PORT=6443
     ;;
   minikube)
     NAME=${NAME:-minikube}
@@ -41,6 +42,7 @@ case "$SHAPE" in
     LABELS=(--label created_by.minikube.sigs.k8s.io=true --label "name.minikube.sigs.k8s.io=$NAME"
       --label role.minikube.sigs.k8s.io= --label mode.minikube.sigs.k8s.io=single)
     NODE_LABELS="minikube.k8s.io/name=$NAME,minikube.k8s.io/primary=true"
+    API_PORT=8443 # minikube's API server port inside the node
     ;;
   *) die "--shape must be kind or minikube" ;;
 esac
@@ -69,11 +71,29 @@ missing_caps() {
   done
 }
 
+# Register devloop-runc (tools/runc-caps) as a Docker runtime, reloading
+# dockerd's config with SIGHUP (runtimes are reloadable; no restart).
+ensure_caps_runtime() {
+  local want="$BIN_DIR/devloop-runc" conf=/etc/docker/daemon.json pid
+  # Registered already, with this cache's wrapper? (A path from a removed cache would break.)
+  docker info -f '{{json .Runtimes}}' | grep -qF "\"devloop-runc\":{\"path\":\"$want\"" && return 0
+  log "dockerd lacks capabilities ($(missing_caps | tr '\n' ' ')): registering runtime devloop-runc in $conf"
+  "$BIN_DIR/devloop-runc" --install "$conf" devloop-runc
+  pid="$(pgrep -xo dockerd)" || die "dockerd not found"
+  kill -HUP "$pid"
+  local _
+  for _ in $(seq 1 50); do
+    docker info -f '{{json .Runtimes}}' | grep -qF "\"devloop-runc\":{\"path\":\"$want\"" && return 0
+    sleep 0.2
+  done
+  die "dockerd did not pick up the devloop-runc runtime (see /var/log/dockerd.log)"
+}
+
 container_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null)" == true ]]; }
 
 start_container() {
   if docker inspect "$CONTAINER" >/dev/null 2>&1; then
-    if container_running && [[ "$(docker inspect -f '{{.Config.Image}}' "$CONTAINER")" == "$NODE_IMAGE" ]]; then
+    if container_running && [[ "$(docker inspect -f '{{.Image}}' "$CONTAINER")" == "$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE")" ]]; then
       log "$CONTAINER already running: reusing it"
       return 0
     fi
@@ -85,25 +105,19 @@ start_container() {
   # fight over) the host's cgroup tree. Docker >= 20.10 supports it.
   extra+=(--cgroupns=private)
   [[ -d /lib/modules ]] && extra+=(--volume /lib/modules:/lib/modules:ro)
-  [[ -c /dev/kmsg ]] && extra+=(--device /dev/kmsg) # kubelet's OOM watcher reads it
-  # kind runs nodes --privileged. That asks runc for every capability, and
-  # fails ("unable to apply caps") where dockerd itself lacks one (these
-  # sandboxes drop CAP_SYS_RESOURCE). So: every capability dockerd has,
-  # unconfined seccomp/AppArmor/system paths, all devices allowed; the
-  # entrypoint remounts /sys and the cgroup hierarchies read-write.
-  local caps=(--cap-add ALL)
-  local c
-  for c in $(missing_caps); do caps+=(--cap-drop "$c"); done
-  # As kind: /var on an anonymous volume (overlayfs snapshots cannot live on
-  # the container's own overlay root), tmpfs /tmp and /run, API server port
-  # 6443 published on the host's loopback at a free port chosen by Docker.
+  # kind runs nodes --privileged (and `docker exec --privileged`s into them).
+  # Where dockerd lacks a capability, that fails with "unable to apply caps";
+  # the devloop-runc runtime drops the missing ones from each container spec.
+  if [[ -n "$(missing_caps)" ]]; then
+    ensure_caps_runtime
+    extra+=(--runtime devloop-runc)
+  fi
   docker run -d --name "$CONTAINER" --hostname "$CONTAINER" "${LABELS[@]}" \
-    "${caps[@]}" --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-    --security-opt systempaths=unconfined --device-cgroup-rule 'a *:* rwm' \
+    --privileged --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --tmpfs /tmp --tmpfs /run --volume /var "${extra[@]}" \
     --restart=on-failure:1 \
     --env "DEVLOOP_NODE_NAME=$CONTAINER" --env "DEVLOOP_NODE_LABELS=$NODE_LABELS" \
-    --publish 127.0.0.1::6443 \
+    --env "DEVLOOP_API_PORT=$API_PORT" --publish "127.0.0.1::$API_PORT" \
     "$NODE_IMAGE" >/dev/null
 }
 
@@ -121,7 +135,7 @@ wait_ready_in_node() {
 }
 
 api_endpoint() {
-  docker inspect -f '{{ (index (index .NetworkSettings.Ports "6443/tcp") 0).HostPort }}' "$CONTAINER"
+  docker inspect -f "{{ (index (index .NetworkSettings.Ports \"$API_PORT/tcp\") 0).HostPort }}" "$CONTAINER"
 }
 
 # Merge the node's admin kubeconfig as CONTEXT (cluster, user and context all
@@ -134,7 +148,7 @@ export_kubeconfig() {
     flock 9
     if [[ "$SHAPE" == kind ]]; then
       # The real kind CLI: same merge code, locking and naming as `kind create cluster`.
-      KUBECONFIG="$KC_FILE" kind export kubeconfig --name "$NAME" >/dev/null 2>&1
+      KUBECONFIG="$KC_FILE" kind export kubeconfig --name "$NAME" 2>&1 | sed 's/^/  kind: /' >&2
     else
       tmp="$(mktemp)"
       docker exec "$CONTAINER" cat /etc/kubernetes/admin.conf |

@@ -211,3 +211,60 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// `kubectl --context CONTEXT ARGS`: stdout, or stderr as the error.
+pub fn kubectl(context: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("kubectl")
+        .arg("--context")
+        .arg(context)
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A namespace of its own for one test, deleted when the test ends, pass or fail.
+pub struct Namespace {
+    pub context: String,
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn new(context: &str, tag: &str) -> Self {
+        let name = format!("devloop-it-{tag}-{}", std::process::id());
+        kubectl(context, &["create", "namespace", &name]).unwrap();
+        Self {
+            context: context.to_string(),
+            name,
+        }
+    }
+
+    /// `kubectl -n NAMESPACE ARGS`.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&self.context, &all)
+    }
+
+    /// `kubectl apply` of `yaml` in this namespace.
+    pub fn apply(&self, yaml: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("objects.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        self.kubectl(&["apply", "-f", file.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("kubectl apply failed: {e}\n{yaml}"));
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &self.context,
+            &["delete", "namespace", &self.name, "--wait=false"],
+        );
+    }
+}

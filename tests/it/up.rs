@@ -443,7 +443,7 @@ fn cluster_tier_ctrl_c_at_random_moments_keeps_the_persistent_tier() {
                 % 7700,
         );
         moments.push(delay.as_millis());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_devloop"))
+        let child = Command::new(env!("CARGO_BIN_EXE_devloop"))
             .args(["--context", &context, "-n", &ns.name, "up"])
             .current_dir(dir)
             .env("NO_COLOR", "1")

@@ -6,9 +6,11 @@
 #
 # Env (set by up.sh): DEVLOOP_NODE_NAME (default: hostname),
 #                     DEVLOOP_NODE_LABELS (extra node labels, k=v,k=v)
+#                     DEVLOOP_API_PORT (API server port: 6443 as kind, 8443 as minikube)
 set -euo pipefail
 
 NODE_NAME="${DEVLOOP_NODE_NAME:-$(hostname)}"
+API_PORT="${DEVLOOP_API_PORT:-6443}"
 POD_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 API_SERVICE_IP=10.96.0.1
@@ -125,9 +127,12 @@ generate_pki() {
   cert scheduler system:kube-scheduler
   cert kubelet "system:node:$NODE_NAME" system:nodes
   cert kube-proxy system:kube-proxy
-  local local_api=https://127.0.0.1:6443
+  # Aggregation layer (front proxy): also lets kube-controller-manager and
+  # kube-scheduler find their request-header CA instead of logging errors.
+  cert front-proxy-client front-proxy-client
+  local local_api="https://127.0.0.1:$API_PORT"
   # admin.conf names the node like kubeadm's, so `kind get kubeconfig` works.
-  kubeconfig /etc/kubernetes/admin.conf "https://$(hostname):6443" admin
+  kubeconfig /etc/kubernetes/admin.conf "https://$(hostname):$API_PORT" admin
   sed -i 's/name: admin$/name: kubernetes-admin/; s/user: admin$/user: kubernetes-admin/; s/admin@kubernetes/kubernetes-admin@kubernetes/g' /etc/kubernetes/admin.conf
   kubeconfig /etc/kubernetes/admin-local.conf "$local_api" admin
   kubeconfig /etc/kubernetes/controller-manager.conf "$local_api" controller-manager
@@ -197,7 +202,7 @@ start_etcd() {
 
 start_control_plane() {
   supervise kube-apiserver "$BIN/kube-apiserver" \
-    --advertise-address="$NODE_IP" --secure-port=6443 --allow-privileged=true \
+    --advertise-address="$NODE_IP" --secure-port="$API_PORT" --allow-privileged=true \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
     --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --etcd-servers=http://127.0.0.1:2379 \
@@ -205,7 +210,11 @@ start_control_plane() {
     --kubelet-preferred-address-types=InternalIP,Hostname \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false
+    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false \
+    --requestheader-client-ca-file="$PKI/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key"
   supervise kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig=/etc/kubernetes/controller-manager.conf \
     --authentication-kubeconfig=/etc/kubernetes/controller-manager.conf \
@@ -252,10 +261,9 @@ protectKernelDefaults: false
 makeIPTablesUtilChains: true
 EOF
   mkdir -p /etc/kubernetes/manifests
-  local labels="devloop.dev/test-node=true${DEVLOOP_NODE_LABELS:+,$DEVLOOP_NODE_LABELS}"
   supervise kubelet "$BIN/kubelet" --config=/var/lib/kubelet/config.yaml \
     --kubeconfig=/etc/kubernetes/kubelet.conf --hostname-override="$NODE_NAME" \
-    --node-ip="$NODE_IP" --node-labels="$labels" --v=1
+    --node-ip="$NODE_IP" --node-labels=devloop.dev/test-node=true --v=1
   cat >/var/lib/kube-proxy.yaml <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -291,7 +299,11 @@ apply_addons() {
   # Retry: the first apply can race the API server's bootstrap RBAC.
   wait_for "addons" 60 "${kc[@]}" apply -f /etc/devloop/addons/
   wait_for "node registration" 120 "${kc[@]}" get node "$NODE_NAME"
-  "${kc[@]}" label --overwrite node "$NODE_NAME" node-role.kubernetes.io/control-plane= >/dev/null
+  # Labels in the kubernetes.io/k8s.io namespaces cannot be set by kubelet
+  # itself (NodeRestriction): set them as admin, as kubeadm and minikube do.
+  local labels=(node-role.kubernetes.io/control-plane=)
+  [[ -n "${DEVLOOP_NODE_LABELS:-}" ]] && IFS=, read -ra extra <<<"$DEVLOOP_NODE_LABELS" && labels+=("${extra[@]}")
+  "${kc[@]}" label --overwrite node "$NODE_NAME" "${labels[@]}" >/dev/null
   log "node $NODE_NAME registered after $(elapsed)s"
 }
 
