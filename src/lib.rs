@@ -3,8 +3,10 @@
 //!
 //! The binary is a thin wrapper around [`run`]; everything lives in this library so tests can
 //! drive it. Module map: `cli` (flags) → `commands` (one per subcommand) → `config` (the project
-//! model), `deploy` (manifests to objects), `build` (contexts and tags), `cluster` (which cluster),
-//! `engine` (Docker), `forward` (local ports); `output` prints, `error` maps failures to exit codes.
+//! model), `deploy` (manifests to objects; apply, prune, rollout), `build` (contexts, tags, Docker
+//! builds), `cluster` (which cluster; loading images into it), `forward` (local ports to pods),
+//! `logs` (pod logs), `backup` (backup Jobs), `engine` (Docker), `session` (cancellation);
+//! `output` prints, `error` maps failures to exit codes.
 
 pub mod backup;
 pub mod build;
