@@ -732,3 +732,129 @@ mod tests {
         assert_eq!(decode_base64("cGFzc3dvcmQ=").as_deref(), Some("password"));
     }
 }
+
+/// Error paths a real API server will not produce on demand: a permission denial and a server
+/// that goes away half-way. A scripted mock stands in for the server (`tower_test`).
+#[cfg(test)]
+mod mock_tests {
+    use super::*;
+    use crate::deploy::manifest::Source;
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use std::sync::Arc;
+
+    fn object(kind: &str, api_version: &str, name: &str) -> Object {
+        let value = serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+        Object {
+            value: value.as_object().cloned().unwrap(),
+            tier: Tier::Profile,
+            source: Source::File {
+                file: "k8s/x.yaml".into(),
+                doc: 0,
+                index: Arc::default(),
+            },
+        }
+    }
+
+    fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .body(Body::from(body.to_string().into_bytes()))
+            .unwrap()
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+        json(
+            StatusCode::from_u16(code).unwrap(),
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message}),
+        )
+    }
+
+    /// Answers discovery for ConfigMaps, says every object is absent, and lets `patch` decide
+    /// how the n-th apply goes.
+    fn server(patch: fn(usize) -> Option<Response<Body>>) -> kube::Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut applies = 0;
+            while let Some((request, send)) = handle.next_request().await {
+                let path = request.uri().path().to_string();
+                let response = match (request.method().as_str(), path.as_str()) {
+                    ("GET", "/api/v1") => json(
+                        StatusCode::OK,
+                        serde_json::json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "list", "patch", "delete"]}
+                        ]}),
+                    ),
+                    ("GET", _) => status(404, "NotFound", "not found"),
+                    ("PATCH", _) => {
+                        applies += 1;
+                        match patch(applies) {
+                            Some(r) => r,
+                            None => {
+                                send.send_error(std::io::Error::new(
+                                    std::io::ErrorKind::ConnectionReset,
+                                    "connection reset by peer",
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => status(405, "MethodNotAllowed", "unexpected"),
+                };
+                send.send_response(response);
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn a_permission_denial_names_the_object_and_the_fix() {
+        let client = server(|_| {
+            Some(status(
+                403,
+                "Forbidden",
+                "configmaps \"a\" is forbidden: User \"dev\" cannot patch resource",
+            ))
+        });
+        let mut applier = Applier::new(client, "default".into());
+        let printer = Printer::new(true, 0, crate::cli::ColorChoice::Never);
+        let err = applier
+            .apply_profile(&[object("ConfigMap", "v1", "a")], &printer)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("failed to apply ConfigMap/a (nothing was applied before it)"),
+            "{err}"
+        );
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.contains("may not do this") && hint.contains("cannot patch"),
+            "{hint}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_gone_half_way_says_what_was_applied() {
+        // The first apply succeeds; then the connection drops.
+        let client = server(|n| {
+            (n == 1).then(|| json(StatusCode::OK, serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})))
+        });
+        let mut applier = Applier::new(client, "default".into());
+        let printer = Printer::new(true, 0, crate::cli::ColorChoice::Never);
+        let objects = [
+            object("ConfigMap", "v1", "a"),
+            object("ConfigMap", "v1", "b"),
+        ];
+        let err = applier.apply_profile(&objects, &printer).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to apply ConfigMap/b (already applied: ConfigMap/a)"
+        );
+        assert!(
+            err.hint().unwrap().contains("stopped answering"),
+            "{:?}",
+            err.hint()
+        );
+    }
+}

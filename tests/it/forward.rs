@@ -245,7 +245,7 @@ fn cluster_tier_forward_serves_through_rollouts_without_a_failed_request() {
     let restarts: usize = std::env::var("DEVLOOP_TEST_ROLLOUTS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(10);
     let started = Instant::now();
     for _ in 0..restarts {
         ns.kubectl(&["rollout", "restart", "deployment/web"])

@@ -218,30 +218,71 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
     let project = sample("django");
     let dir = project.path();
 
-    up(dir, &ns, "dev");
+    // `devloop up` as a developer runs it: its own forward on localhost, logs, Ctrl+C to stop.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = std::fs::read_to_string(dir.join("devloop.yaml"))
+        .unwrap()
+        .replace("localPort: 8000", &format!("localPort: {port}"));
+    std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
+    let stderr_path = dir.join("up.stderr");
+    let running = Command::new(env!("CARGO_BIN_EXE_devloop"))
+        .args([
+            "--context",
+            &context,
+            "-n",
+            &ns.name,
+            "up",
+            "--timeout",
+            "240",
+        ])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = running.id().to_string();
+    let mut health = None;
+    for _ in 0..300 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let r = http(port, "GET", "/health/", "", "");
+            if r.status == 200 {
+                health = Some(r);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let title = format!("Kept Through Redeploys {}", std::process::id());
-    {
-        let fwd = Forward::new(&ns);
-        let health = http(fwd.port, "GET", "/health/", "", "");
-        assert_eq!(health.status, 200, "{}", health.body);
+    let served = health.map(|health| {
         assert!(
             health.body.contains("\"postgres\": \"ok\"")
                 && health.body.contains("\"redis\": \"ok\""),
             "{}",
             health.body
         );
-        add_album(fwd.port, &title);
-        assert!(http(fwd.port, "GET", "/", "", "").body.contains(&title));
-    }
-    let persistent = pvcs(&ns);
+        add_album(port, &title);
+        http(port, "GET", "/", "", "").body.contains(&title)
+    });
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let out = running.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert_eq!(
-        persistent,
-        ["postgres-backups", "postgres-data", "redis-data"]
+        served,
+        Some(true),
+        "GET 127.0.0.1:{port}/health/ through devloop's forward, then the new album on /:\n{log}"
+    );
+    assert_eq!(out.status.code(), Some(0), "Ctrl+C ends up cleanly:\n{log}");
+    assert!(
+        log.contains(&format!("forwarding http://127.0.0.1:{port}")),
+        "{log}"
     );
 
-    // down removes the profile tier and keeps the persistent one.
-    let down = devloop_with(dir, &["--context", &context, "-n", &ns.name, "down"], &[]);
-    assert_eq!(down.code, 0, "{}", down.stderr);
+    // Ctrl+C removed the profile tier and kept the persistent one.
     let left = kubectl(
         &context,
         &[
@@ -257,10 +298,14 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
     )
     .unwrap();
     assert!(left.trim().is_empty(), "profile tier removed, left: {left}");
-    assert_eq!(pvcs(&ns), persistent, "down keeps the volumes");
+    let persistent = pvcs(&ns);
+    assert_eq!(
+        persistent,
+        ["postgres-backups", "postgres-data", "redis-data"]
+    );
     assert!(
         kubectl(&context, &["-n", &ns.name, "get", "secret", "musiccat-db"]).is_ok(),
-        "down keeps the Secret"
+        "Ctrl+C keeps the Secret"
     );
     assert!(
         kubectl(
@@ -268,7 +313,7 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
             &["-n", &ns.name, "get", "cronjob", "postgres-backup"]
         )
         .is_ok(),
-        "down keeps the backup CronJob"
+        "Ctrl+C keeps the backup CronJob"
     );
 
     // up again: the row is still there.
