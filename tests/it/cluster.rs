@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Tier, devloop_with, write};
+use crate::common::{Namespace, Tier, devloop_with, kubectl, write};
 
 /// A project whose image serves `www/` on 8080 from the busybox base the test cluster tools make.
 fn web_project(version: &str) -> tempfile::TempDir {
@@ -41,46 +41,6 @@ fn build(dir: &Path, context: &str, env: &[(&str, &str)]) -> serde_json::Value {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let reports: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     reports[0].clone()
-}
-
-fn kubectl(context: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("kubectl")
-        .arg("--context")
-        .arg(context)
-        .args(args)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// A namespace that is deleted when the test ends, pass or fail.
-struct Namespace {
-    context: String,
-    name: String,
-}
-
-impl Namespace {
-    fn new(context: &str, tag: &str) -> Self {
-        let name = format!("devloop-it-{tag}-{}", std::process::id());
-        kubectl(context, &["create", "namespace", &name]).unwrap();
-        Self {
-            context: context.to_string(),
-            name,
-        }
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = kubectl(
-            &self.context,
-            &["delete", "namespace", &self.name, "--wait=false"],
-        );
-    }
 }
 
 /// Run `reference` in a pod that must not pull, and return what it serves.

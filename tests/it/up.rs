@@ -7,47 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Tier, devloop_with, sample};
-
-fn kubectl(context: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("kubectl")
-        .arg("--context")
-        .arg(context)
-        .args(args)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// A namespace deleted when the test ends, pass or fail.
-struct Namespace {
-    context: String,
-    name: String,
-}
-
-impl Namespace {
-    fn new(context: &str, tag: &str) -> Self {
-        let name = format!("devloop-it-{tag}-{}", std::process::id());
-        kubectl(context, &["create", "namespace", &name]).unwrap();
-        Self {
-            context: context.to_string(),
-            name,
-        }
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = kubectl(
-            &self.context,
-            &["delete", "namespace", &self.name, "--wait=false"],
-        );
-    }
-}
+use crate::common::{Namespace, Tier, devloop_with, kubectl, sample};
 
 /// `kubectl port-forward` to the web Service for the test's own requests.
 struct Forward {
