@@ -188,7 +188,9 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
         .unwrap()
         .replace("localPort: 8000", &format!("localPort: {port}"));
     std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
-    let stderr_path = dir.join("up.stderr");
+    // Outside the build context, which it would otherwise change.
+    let logs = tempfile::tempdir().unwrap();
+    let stderr_path = logs.path().join("up.stderr");
     let running = Command::new(env!("CARGO_BIN_EXE_devloop"))
         .args([
             "--context",
