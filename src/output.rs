@@ -65,6 +65,22 @@ impl Printer {
         }
     }
 
+    /// Ask a question on the terminal and read one line of answer. `None` when stdin is not a
+    /// terminal: a script gets no prompt and gives no consent. The question is shown even with
+    /// `--quiet`, since a prompt nobody sees would hang.
+    pub fn ask(&self, question: &str) -> Option<String> {
+        use std::io::BufRead;
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{} {question} ", self.paint(Style::Bold, "?"));
+        let _ = err.flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok()?;
+        Some(answer.trim().to_string())
+    }
+
     /// An error with its cause chain and hint; never silenced.
     pub fn error(&self, message: &str, causes: &[String], hint: Option<&str>) {
         let mut text = format!("{} {message}", self.paint(Style::Error, "error:"));

@@ -3,7 +3,7 @@
 //!
 //! The work is in `crate::backup`; this turns flags into it, asks for confirmation and prints.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use crate::cli::{BackupCommand, BackupListArgs, BackupNowArgs, BackupRestoreArgs
 use crate::cluster;
 use crate::config::{self, Project};
 use crate::error::Error;
-use crate::output::{Printer, Style};
+use crate::output::Printer;
 use crate::session::Session;
 
 pub async fn run(
@@ -160,19 +160,12 @@ async fn restore(
 /// Ask a yes/no question on the terminal; anything but `y`/`yes` is no. The question is shown
 /// even with `--quiet`: a prompt nobody sees would hang.
 async fn ask(printer: &Printer, question: &str) -> bool {
-    let prompt = format!("{} {question} [y/N] ", printer.paint(Style::Bold, "?"));
-    tokio::task::spawn_blocking(move || {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(prompt.as_bytes());
-        let _ = err.flush();
-        let mut answer = String::new();
-        if std::io::stdin().lock().read_line(&mut answer).is_err() {
-            return false;
-        }
-        matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-    })
-    .await
-    .unwrap_or(false)
+    let (printer, question) = (*printer, format!("{question} [y/N]"));
+    tokio::task::spawn_blocking(move || printer.ask(&question))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 fn print_json(printer: &Printer, value: &impl Serialize) {

@@ -1,8 +1,6 @@
 //! `devloop down`: remove the profile tier; with `--all`, after confirmation and a safety
 //! backup, the persistent tier too.
 
-use std::io::IsTerminal;
-
 use crate::cli::{DownArgs, GlobalArgs};
 use crate::cluster;
 use crate::config;
@@ -28,7 +26,7 @@ pub async fn run(global: &GlobalArgs, args: &DownArgs, printer: &Printer) -> Res
         .unwrap_or_else(|| client.namespace.clone());
     let mut applier = Applier::new(client.kube.clone(), namespace);
 
-    if args.all && !args.yes && !confirm(&project.name)? {
+    if args.all && !args.yes && !confirm(printer, &project.name) {
         return Err(DownError::NotConfirmed.into());
     }
     super::up::teardown(&project, &mut applier, printer).await?;
@@ -51,16 +49,13 @@ pub async fn run(global: &GlobalArgs, args: &DownArgs, printer: &Printer) -> Res
 }
 
 /// Ask on the terminal; without one, there is no consent.
-fn confirm(project: &str) -> Result<bool, Error> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
-    eprint!(
-        "Delete the persistent tier of `{project}` (its volumes and all data in them)? Type the project name to confirm: "
+fn confirm(printer: &Printer, project: &str) -> bool {
+    let question = format!(
+        "Delete the persistent tier of `{project}` (its volumes and all data in them)? Type the project name to confirm:"
     );
-    let mut answer = String::new();
-    let _ = std::io::stdin().read_line(&mut answer);
-    Ok(answer.trim() == project)
+    printer
+        .ask(&question)
+        .is_some_and(|answer| answer == project)
 }
 
 impl DownError {
