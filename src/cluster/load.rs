@@ -132,7 +132,12 @@ impl<'a> Loader<'a> {
     pub async fn new(docker: &'a Docker) -> Self {
         let local_engine = std::env::var("DOCKER_HOST").map_or(true, |h| h.starts_with("unix://"));
         let registry = match local_engine && std::env::var_os("DEVLOOP_FULL_LOAD").is_none() {
-            true => Registry::start(Store::default_location()).await.ok(),
+            true => {
+                let store = Store::default_location();
+                // Bounded like a cache: least recently used layers go first.
+                let _ = store.prune(registry_limit());
+                Registry::start(store).await.ok()
+            }
             false => None,
         };
         Self { docker, registry }
@@ -247,6 +252,16 @@ pub async fn push_to_registry(docker: &Docker, image: &BuiltImage) -> Result<Dur
         })?;
     }
     Ok(started.elapsed())
+}
+
+/// The size the delta store may grow to: `DEVLOOP_STORE_MAX_MB`, default 4 GiB.
+fn registry_limit() -> u64 {
+    std::env::var("DEVLOOP_STORE_MAX_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(4096)
+        * 1024
+        * 1024
 }
 
 fn node_error(reference: &str, node: &str, source: ExecError) -> LoadError {

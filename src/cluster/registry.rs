@@ -63,6 +63,46 @@ impl Store {
         self.blob_path(digest).is_some_and(|p| p.is_file())
     }
 
+    /// Mark a blob as used now, so [`Store::prune`] keeps it longest.
+    pub fn touch(&self, digest: &str) {
+        if let Some(path) = self.blob_path(digest)
+            && let Ok(file) = std::fs::File::options().append(true).open(path)
+        {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Keep the store under `max_bytes` by removing the least recently used blobs. Run it
+    /// before a push, never during one: a blob Docker was just told exists must stay.
+    /// Returns how many blobs and bytes were removed.
+    pub fn prune(&self, max_bytes: u64) -> std::io::Result<(usize, u64)> {
+        let dir = self.root.join("blobs").join("sha256");
+        let mut blobs: Vec<(std::time::SystemTime, u64, PathBuf)> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| {
+                    let meta = e.metadata().ok()?;
+                    Some((meta.modified().ok()?, meta.len(), e.path()))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(e),
+        };
+        let mut total: u64 = blobs.iter().map(|(_, len, _)| len).sum();
+        blobs.sort();
+        let (mut removed, mut freed) = (0, 0);
+        for (_, len, path) in blobs {
+            if total <= max_bytes {
+                break;
+            }
+            std::fs::remove_file(&path)?;
+            total -= len;
+            removed += 1;
+            freed += len;
+        }
+        Ok((removed, freed))
+    }
+
     fn uploads(&self) -> PathBuf {
         self.root.join("uploads")
     }
@@ -212,6 +252,8 @@ async fn handle_blob(state: &State, req: &Request<Incoming>, name: &str, digest:
             "not a sha256 digest",
         );
     };
+    // Docker asking for a blob means an image still uses it.
+    state.store.touch(digest);
     let Ok(meta) = tokio::fs::metadata(&path).await else {
         return error(
             StatusCode::NOT_FOUND,
@@ -442,4 +484,33 @@ async fn handle_manifest(
 /// Where a blob of the store lives, for the archive builder.
 pub fn blob_file(store: &Store, digest: &str) -> Option<PathBuf> {
     store.blob_path(digest).filter(|p| Path::new(p).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_removes_least_recently_used_blobs_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let dir = tmp.path().join("blobs").join("sha256");
+        std::fs::create_dir_all(&dir).unwrap();
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        for (i, c) in ['a', 'b', 'c'].into_iter().enumerate() {
+            let path = store.blob_path(&digest(c)).unwrap();
+            std::fs::write(&path, vec![0u8; 100]).unwrap();
+            let when =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        store.touch(&digest('a')); // used just now: kept
+        assert_eq!(store.prune(150).unwrap(), (2, 200));
+        assert!(store.has(&digest('a')) && !store.has(&digest('b')) && !store.has(&digest('c')));
+    }
 }
