@@ -120,6 +120,19 @@ pub struct UpArgs {
     /// Do not stream the pods' logs
     #[arg(long)]
     pub no_logs: bool,
+
+    /// Deploy once and keep forwards and logs running, without watching the source
+    #[arg(long)]
+    pub no_watch: bool,
+
+    /// Watch by polling the tree instead of OS notifications (network filesystems, exhausted
+    /// inotify watches)
+    #[arg(long)]
+    pub poll: bool,
+
+    /// Quiet period after a change before acting on it
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub debounce_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,8 @@
 //! drive it. Module map: `cli` (flags) → `commands` (one per subcommand) → `config` (the project
 //! model), `deploy` (manifests to objects; apply, prune, rollout), `build` (contexts, tags, Docker
 //! builds), `cluster` (which cluster; loading images into it), `forward` (local ports to pods),
-//! `logs` (pod logs), `backup` (backup Jobs), `engine` (Docker), `session` (cancellation);
+//! `logs` (pod logs), `watch` (file changes → change sets), `sync` (files into running
+//! containers), `backup` (backup Jobs), `engine` (Docker), `session` (cancellation);
 //! `output` prints, `error` maps failures to exit codes.
 
 pub mod backup;
@@ -23,7 +24,9 @@ pub mod forward;
 pub mod logs;
 pub mod output;
 pub mod session;
+pub mod sync;
 pub mod tarstream;
+pub mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

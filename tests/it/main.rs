@@ -14,3 +14,4 @@ mod logs;
 mod render;
 mod schema;
 mod up;
+mod watch;
