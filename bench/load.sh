@@ -44,7 +44,7 @@ fi
 
 WORK=$(mktemp -d /tmp/devloop-bench.XXXXXX)
 cleanup() {
-  for ref in $(docker images --filter "label=devloop.dev/project=bench" --format '{{.Repository}}:{{.Tag}}'); do
+  for ref in $(docker images --filter "label=devloop.dev/artifact=bench/bench-web" --format '{{.Repository}}:{{.Tag}}'); do
     docker exec "$NODE" ctr -n k8s.io images rm "docker.io/library/$ref" >/dev/null 2>&1 || true
     docker rmi -f "$ref" >/dev/null 2>&1 || true
   done

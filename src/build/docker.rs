@@ -20,10 +20,10 @@ use super::context::{BuildInput, ContextError, ContextFile};
 use crate::config::{Artifact, Project};
 use crate::output::Printer;
 
-/// Labels on every image devloop builds, so they can be found (and pruned) later.
-pub const LABEL_PROJECT: &str = "devloop.dev/project";
+/// The label on every image devloop builds (`<project>/<image>`), so they can be found (and
+/// pruned) later. One label only: the classic builder turns each API label into a build step of
+/// its own, and every step costs a container on each rebuild. The tag already carries the digest.
 pub const LABEL_ARTIFACT: &str = "devloop.dev/artifact";
-pub const LABEL_DIGEST: &str = "devloop.dev/digest";
 
 /// How many lines of a failing step's output the error shows.
 const FAILED_STEP_LINES: usize = 25;
@@ -163,11 +163,10 @@ pub async fn build_one(
         t: Some(reference.clone()),
         target: artifact.target.clone().unwrap_or_default(),
         buildargs: Some(artifact.build_args.clone().into_iter().collect()),
-        labels: Some(HashMap::from([
-            (LABEL_PROJECT.to_string(), project.to_string()),
-            (LABEL_ARTIFACT.to_string(), artifact.image.clone()),
-            (LABEL_DIGEST.to_string(), input.digest.clone()),
-        ])),
+        labels: Some(HashMap::from([(
+            LABEL_ARTIFACT.to_string(),
+            format!("{project}/{}", artifact.image),
+        )])),
         rm: true,
         forcerm: true,
         ..Default::default()

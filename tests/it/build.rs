@@ -111,7 +111,7 @@ fn docker_tier_build_skips_unchanged_and_rebuilds_on_change() {
         "{{json .Config.Labels}}",
         third["reference"].as_str().unwrap(),
     ]);
-    assert!(labels.contains("devloop.dev/digest"), "{labels}");
+    assert!(labels.contains("devloop.dev/artifact"), "{labels}");
 
     remove_images(&[&reference, third["reference"].as_str().unwrap()]);
 }
