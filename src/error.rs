@@ -136,16 +136,37 @@ impl Error {
 
     /// The `#[source]` chain below the message.
     pub fn causes(&self) -> Vec<String> {
-        let mut causes = Vec::new();
-        let mut source = std::error::Error::source(self);
-        // `transparent` variants' first source is the message itself; skip repeats.
-        while let Some(err) = source {
-            let text = err.to_string();
-            if text != self.message() && !causes.contains(&text) {
-                causes.push(text);
-            }
-            source = err.source();
-        }
-        causes
+        // `transparent` variants' first source is the message itself.
+        let message = self.message();
+        source_chain(self)
+            .into_iter()
+            .filter(|c| *c != message)
+            .collect()
     }
+}
+
+/// The messages of `err`'s `#[source]` chain below it, repeats skipped.
+pub fn source_chain(err: &dyn std::error::Error) -> Vec<String> {
+    let mut causes: Vec<String> = Vec::new();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    causes
+}
+
+/// `err` and its causes on one line, for warnings and check results.
+pub fn one_line(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    for cause in source_chain(err) {
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

@@ -177,7 +177,7 @@ impl<'a> Loader<'a> {
                 Err(e) => printer.warn(&format!(
                     "{}: {}; loading the whole image instead",
                     image.image,
-                    error_chain(&e)
+                    crate::error::one_line(&e)
                 )),
                 Ok(pushed) => {
                     let imports = missing.iter().map(|node| async {
@@ -214,7 +214,7 @@ impl<'a> Loader<'a> {
                                 printer.warn(&format!(
                                     "{}: {}; loading the whole image into {node} instead",
                                     image.image,
-                                    error_chain(&e)
+                                    crate::error::one_line(&e)
                                 ));
                                 fallback.push(node.clone());
                             }
@@ -270,17 +270,6 @@ fn node_error(reference: &str, node: &str, source: ExecError) -> LoadError {
         node: node.to_string(),
         source,
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Export `image` once and import it whole into every node of `nodes`, in parallel.

@@ -81,7 +81,11 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> R
                 .await
                 .unwrap_or_default();
         }
-        Err(err) => checks.push(Check::fail("docker", error_chain(err), err.hint())),
+        Err(err) => checks.push(Check::fail(
+            "docker",
+            crate::error::one_line(err),
+            err.hint(),
+        )),
     }
 
     checks.extend(kube_checks(global, &nodes).await);
@@ -154,7 +158,13 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
         "create a local cluster (`kind create cluster` or `minikube start`), or set KUBECONFIG";
     let kubeconfig = match kube::config::Kubeconfig::read() {
         Ok(k) => k,
-        Err(err) => return vec![Check::fail("kubeconfig", error_chain(&err), CREATE)],
+        Err(err) => {
+            return vec![Check::fail(
+                "kubeconfig",
+                crate::error::one_line(&err),
+                CREATE,
+            )];
+        }
     };
     let context = match global
         .context
@@ -214,12 +224,15 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
     let reached = async {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| crate::error::one_line(&e))?;
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| error_chain(&e))?;
+        let client = kube::Client::try_from(config).map_err(|e| crate::error::one_line(&e))?;
         match tokio::time::timeout(API_TIMEOUT, client.apiserver_version()).await {
             Ok(Ok(info)) => Ok(format!("Kubernetes {} at {server}", info.git_version)),
-            Ok(Err(e)) => Err(format!("API server at {server}: {}", error_chain(&e))),
+            Ok(Err(e)) => Err(format!(
+                "API server at {server}: {}",
+                crate::error::one_line(&e)
+            )),
             Err(_) => Err(format!(
                 "API server at {server} did not answer within {}s",
                 API_TIMEOUT.as_secs()
@@ -273,19 +286,4 @@ fn port_check(port: u16) -> Check {
         format!("127.0.0.1:{port} is in use by {holder}"),
         format!("stop {holder}, or set `localPort:` under `portForward` in devloop.yaml"),
     )
-}
-
-/// An error and its causes on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

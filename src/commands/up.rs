@@ -77,7 +77,7 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> Resul
                 let hint = e.hint();
                 printer.error(
                     &format!("{e}; not watching (forwards and logs still run)"),
-                    &causes(&e),
+                    &crate::error::source_chain(&e),
                     hint.as_deref(),
                 );
             }
@@ -295,17 +295,6 @@ pub async fn teardown(
     Ok(())
 }
 
-/// The `#[source]` chain of `e`, for the printer.
-fn causes(e: &dyn std::error::Error) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut source = e.source();
-    while let Some(err) = source {
-        out.push(err.to_string());
-        source = err.source();
-    }
-    out
-}
-
 /// Report a failure of the inner loop: the loop goes on, the last good deploy keeps running.
 fn report(printer: &Printer, what: &str, e: &Error) {
     let hint = e.hint();
@@ -372,7 +361,11 @@ impl InnerLoop<'_> {
         while let Some(changes) = watcher.next(cancel).await {
             for e in &changes.errors {
                 let hint = e.hint();
-                printer.error(&e.to_string(), &causes(e), hint.as_deref());
+                printer.error(
+                    &e.to_string(),
+                    &crate::error::source_chain(e),
+                    hint.as_deref(),
+                );
             }
             for (reason, n) in &changes.ignored {
                 printer.info(&format!(
