@@ -21,26 +21,11 @@ while (($#)); do
   esac
 done
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CLUSTER=${BENCH_CLUSTER:-devloop-bench}
-CONTEXT=kind-$CLUSTER
-NODE=$CLUSTER-control-plane
-export PATH="$HOME/.cargo/bin:$PATH"
-
-now() { date +%s.%N; }
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 json_field() { python3 -c "import json,sys; d=json.load(sys.stdin)[0]; print($1)"; }
-
-echo "building devloop (release)" >&2
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-DEVLOOP=$ROOT/target/release/devloop
-
-if ! kubectl --context "$CONTEXT" get nodes --request-timeout=5s >/dev/null 2>&1; then
-  "$ROOT/tests/cluster/up.sh" "$CLUSTER" >&2
-  STARTED_CLUSTER=1
-fi
-"$ROOT/tests/cluster/images.sh" "$CLUSTER" >&2
 
 WORK=$(mktemp -d /tmp/devloop-bench.XXXXXX)
 cleanup() {
@@ -49,7 +34,7 @@ cleanup() {
     docker rmi -f "$ref" >/dev/null 2>&1 || true
   done
   rm -rf "$WORK"
-  if [[ -n "${STARTED_CLUSTER:-}" ]]; then "$ROOT/tests/cluster/down.sh" "$CLUSTER" >&2 || true; fi
+  bench_cleanup_cluster
 }
 trap cleanup EXIT
 

@@ -24,21 +24,8 @@ while (($#)); do
   esac
 done
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CLUSTER=${BENCH_CLUSTER:-devloop-bench}
-CONTEXT=kind-$CLUSTER
-NODE=$CLUSTER-control-plane
-export PATH="$HOME/.cargo/bin:$PATH"
-
-echo "building devloop (release)" >&2
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-DEVLOOP=$ROOT/target/release/devloop
-
-if ! kubectl --context "$CONTEXT" get nodes --request-timeout=5s >/dev/null 2>&1; then
-  "$ROOT/tests/cluster/up.sh" "$CLUSTER" >&2
-  STARTED_CLUSTER=1
-fi
-"$ROOT/tests/cluster/images.sh" "$CLUSTER" >&2
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 WORK=$(mktemp -d /tmp/devloop-loop.XXXXXX)
 NS=devloop-bench-loop-$$
@@ -57,7 +44,7 @@ cleanup() {
     done
   fi
   rm -rf "$WORK"
-  if [[ -n "${STARTED_CLUSTER:-}" ]]; then "$ROOT/tests/cluster/down.sh" "$CLUSTER" >&2 || true; fi
+  bench_cleanup_cluster
 }
 trap cleanup EXIT
 

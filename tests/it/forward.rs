@@ -248,6 +248,9 @@ fn cluster_tier_forward_serves_through_rollouts_without_a_failed_request() {
         .unwrap_or(10);
     let started = Instant::now();
     for _ in 0..restarts {
+        // `rollout restart` stamps the template with the time to the second, and refuses a
+        // second restart within the same second.
+        std::thread::sleep(Duration::from_millis(1100));
         ns.kubectl(&["rollout", "restart", "deployment/web"])
             .unwrap();
         rollout_status(&ns);
