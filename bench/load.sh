@@ -33,7 +33,7 @@ cleanup() {
     docker exec "$NODE" ctr -n k8s.io images rm "docker.io/library/$ref" >/dev/null 2>&1 || true
     docker rmi -f "$ref" >/dev/null 2>&1 || true
   done
-  rm -rf "$WORK"
+  cd / && rm -rf "$WORK"
   bench_cleanup_cluster
 }
 trap cleanup EXIT

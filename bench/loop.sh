@@ -43,7 +43,7 @@ cleanup() {
       docker rmi -f "$ref" >/dev/null 2>&1 || true
     done
   fi
-  rm -rf "$WORK"
+  cd / && rm -rf "$WORK"
   bench_cleanup_cluster
 }
 trap cleanup EXIT
