@@ -3,10 +3,12 @@
 //! Detection looks at the context's name and at the node containers Docker runs (kind and
 //! minikube label theirs), because a context name alone can lie and loading images into the
 //! wrong place must never happen. `node` runs commands in node containers; `load` puts built
-//! images into their containerd.
+//! images into their containerd; `minikube` finds the Docker engine of a minikube node that runs
+//! the docker runtime (images are built there, nothing is loaded).
 
 pub mod delta;
 pub mod load;
+pub mod minikube;
 pub mod node;
 pub mod registry;
 
@@ -119,6 +121,8 @@ pub enum ClusterError {
     Client { context: String, message: String },
     #[error("failed to list node containers")]
     Docker(#[source] bollard::errors::Error),
+    #[error(transparent)]
+    Minikube(#[from] minikube::MinikubeError),
 }
 
 impl ClusterError {
@@ -132,6 +136,7 @@ impl ClusterError {
             ClusterError::NotLocal { .. } => Some(
                 "devloop loads images only into local kind or minikube clusters: switch context (`--context kind-NAME`), or build without loading (`--no-load`)".into(),
             ),
+            ClusterError::Minikube(e) => e.hint(),
             ClusterError::Docker(_) | ClusterError::Client { .. } => None,
         }
     }
@@ -201,7 +206,14 @@ pub async fn detect(
     let nodes = node_containers(docker)
         .await
         .map_err(ClusterError::Docker)?;
-    let detection = classify(context, &nodes);
+    let mut detection = classify(context, &nodes);
+    if detection.kind == ClusterKind::Other
+        && let Some(active) = minikube::active_dockerd()
+    {
+        detection.note = Some(format!(
+            "DOCKER_HOST points at minikube profile `{active}`'s own Docker engine (`minikube docker-env`), which runs no cluster nodes; use context `{active}`, or go back to your engine with `eval $(minikube -p {active} docker-env --unset)`"
+        ));
+    }
     let agrees = match (choice, &detection.kind) {
         (ClusterOption::Auto, _) => true,
         (ClusterOption::Kind, ClusterKind::Kind { .. }) => true,
@@ -231,7 +243,9 @@ pub async fn detect(
     }
 }
 
-/// Running containers that look like kind or minikube nodes.
+/// Running containers that look like kind or minikube nodes. After `eval $(minikube docker-env)`
+/// the engine is the node's own, which runs pods, not nodes: the node is then the profile that
+/// `MINIKUBE_ACTIVE_DOCKERD` names (minikube names its node container after the profile).
 pub async fn node_containers(
     docker: &bollard::Docker,
 ) -> Result<Vec<NodeContainer>, bollard::errors::Error> {
@@ -256,6 +270,16 @@ pub async fn node_containers(
                 labels: c.labels.unwrap_or_default(),
             });
         }
+    }
+    if let Some(profile) = minikube::active_dockerd()
+        && !found
+            .iter()
+            .any(|c| c.labels.get(MINIKUBE_NAME_LABEL) == Some(&profile))
+    {
+        found.push(NodeContainer {
+            name: profile.clone(),
+            labels: HashMap::from([(MINIKUBE_NAME_LABEL.to_string(), profile)]),
+        });
     }
     Ok(found)
 }

@@ -1,11 +1,12 @@
 //! `devloop build`: build the profile's images (only what changed) and load them into the
-//! local cluster of the chosen kube context.
+//! local cluster of the chosen kube context — or, for minikube with the docker runtime, build
+//! them in the node's own Docker engine, where there is nothing to load.
 
 use serde::Serialize;
 
 use crate::build::docker::{self, BuiltImage, Outcome};
 use crate::cli::{BuildArgs, GlobalArgs};
-use crate::cluster::{self, ClusterError, ClusterKind, load};
+use crate::cluster::{self, ClusterError, ClusterKind, load, minikube};
 use crate::config;
 use crate::error::Error;
 use crate::output::Printer;
@@ -25,6 +26,8 @@ pub struct Report {
 enum Target {
     /// Into the nodes of a local cluster.
     Nodes(ClusterKind),
+    /// Built in a minikube node's own Docker engine (docker runtime): nothing to load.
+    NodeEngine(minikube::NodeEngine),
     /// Pushed to a registry the cluster pulls from.
     Registry(String),
 }
@@ -34,7 +37,8 @@ pub struct NodeReport {
     /// The node, or the registry pushed to.
     node: String,
     imported: bool,
-    /// `present` (nothing to do), `delta` (missing layers only), `full` (whole image), `push`.
+    /// `present` (nothing to do), `delta` (missing layers only), `full` (whole image), `push`,
+    /// `node-engine` (built in the node's own Docker engine: nothing to load).
     method: &'static str,
     /// Layer blobs sent (delta only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,13 +87,29 @@ pub async fn build_and_load(
                     }
                     .into());
                 }
+                (Ok(ClusterKind::Minikube { profile, node }), _) => {
+                    let node_engine =
+                        minikube::engine_for(&engine.docker, &context, &profile, &node)
+                            .await
+                            .map_err(ClusterError::from)?;
+                    Some(match node_engine {
+                        Some(node_engine) => Target::NodeEngine(node_engine),
+                        None => Target::Nodes(ClusterKind::Minikube { profile, node }),
+                    })
+                }
                 (Ok(kind), _) => Some(Target::Nodes(kind)),
                 (Err(e), _) => return Err(e.into()),
             }
         }
     };
 
-    let built = docker::build_all(&engine.docker, project, printer, force).await?;
+    // The engine the images are built in is the one whose images the cluster runs: the local
+    // one, or a minikube node's (its "tag already exists" check included).
+    let builder = match &target {
+        Some(Target::NodeEngine(node)) => &node.docker,
+        _ => &engine.docker,
+    };
+    let built = docker::build_all(builder, project, printer, force).await?;
     let loader = match target {
         Some(Target::Nodes(_)) => Some(load::Loader::new(&engine.docker).await),
         _ => None,
@@ -99,6 +119,25 @@ pub async fn build_and_load(
         let loaded = match (&target, &loader) {
             (Some(Target::Nodes(kind)), Some(loader)) => {
                 load_one(loader, kind, image, printer).await?
+            }
+            (Some(Target::NodeEngine(node)), _) => {
+                printer.info(&format!(
+                    "{}: {} minikube's Docker engine (profile `{}`, {}; nothing to load)",
+                    image.image,
+                    match image.outcome {
+                        Outcome::Built { .. } => "built in",
+                        Outcome::UpToDate => "already in",
+                    },
+                    node.profile,
+                    node.address
+                ));
+                vec![NodeReport {
+                    node: node.node.clone(),
+                    imported: false,
+                    method: "node-engine",
+                    layers_sent: None,
+                    seconds: 0.0,
+                }]
             }
             (Some(Target::Registry(registry)), _) => {
                 let took = load::push_to_registry(&engine.docker, image).await?;

@@ -3,11 +3,14 @@
 #   1. components: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
 #      kube-proxy, kubectl (from go.mod), etcd 3.5 + etcdctl (modules/etcd),
 #      CoreDNS (modules/coredns), kind and crictl (go install), the pause binary
-#      (gcc -static), devloop-runc (tools/runc-caps, see up.sh)
-#   2. the node image devloop/testnode:<k8s version> (Debian bookworm rootfs + binaries)
+#      (gcc -static), devloop-runc (tools/runc-caps, see up.sh); with --docker-runtime
+#      also cri-dockerd (built from its Go module)
+#   2. the node image devloop/testnode:<k8s version> (Debian bookworm rootfs + binaries); with
+#      --docker-runtime also its variant devloop/testnode-docker:<k8s version> (dockerd +
+#      cri-dockerd as the kubelet's runtime, for up.sh --shape minikube-docker)
 # A second run only checks cache keys and takes seconds.
 #
-# Usage: tests/cluster/build.sh [--components-only]
+# Usage: tests/cluster/build.sh [--components-only] [--docker-runtime]
 # Env:   DEVLOOP_CLUSTER_CACHE  cache root (default ~/.cache/devloop-testcluster)
 #        GOFLAGS                passed to go (default -p=2: the machine has 2 cores)
 set -euo pipefail
@@ -16,6 +19,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KIND_VERSION=v0.30.0     # the real kind CLI, used to prove the nodes pass for kind's
 CRICTL_VERSION=v1.34.0   # crictl in the node: kind load uses `crictl inspecti`
+# cri-dockerd, the kubelet's CRI for dockerd (what minikube runs with --container-runtime=docker).
+# The Go module proxy serves only some of its versions; v0.3.14 is one, and speaks CRI v1.
+CRI_DOCKERD_VERSION=v0.3.14
 
 export GOFLAGS="${GOFLAGS:--p=2}"
 export CGO_ENABLED=0
@@ -100,8 +106,31 @@ build_runc_caps() {
   stamp_set "$key" devloop-runc
 }
 
+build_cri_dockerd() {
+  local key dir pkg=github.com/Mirantis/cri-dockerd
+  key="$CRI_DOCKERD_VERSION-$(go env GOVERSION)"
+  if stamp_ok "$key" cri-dockerd cri-dockerd; then log "cri-dockerd $CRI_DOCKERD_VERSION: cached"; return; fi
+  # `go install` refuses it (its go.mod has replace directives): build inside the downloaded
+  # module. Its zip has no vendor/ contents, so dependencies come from the module proxy
+  # (-mod=mod), resolved by the module's own go.mod and go.sum. Downloaded from a directory
+  # outside any module so this one's go.mod is not involved.
+  dir="$(cd "$BIN_DIR" && go mod download -json "$pkg@$CRI_DOCKERD_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$dir" ]] || die "go mod download $pkg@$CRI_DOCKERD_VERSION failed"
+  (cd "$dir" && go build -mod=mod -trimpath -o "$BIN_DIR/cri-dockerd" \
+    -ldflags "-s -w -X $pkg/cmd/version.Version=${CRI_DOCKERD_VERSION#v} -X $pkg/cmd/version.GitCommit=$CRI_DOCKERD_VERSION" .)
+  stamp_set "$key" cri-dockerd
+}
+
 main() {
-  local t0; t0=$(date +%s.%N)
+  local t0 docker_runtime="" images=yes arg
+  t0=$(date +%s.%N)
+  for arg in "$@"; do
+    case "$arg" in
+      --components-only) images="" ;;
+      --docker-runtime) docker_runtime=yes ;;
+      *) die "unknown option $arg (usage: build.sh [--components-only] [--docker-runtime])" ;;
+    esac
+  done
   command -v go >/dev/null || die "Go >= 1.24 is needed (expected at /usr/local/go)"
   log "Kubernetes $K8S_VERSION, cache $CACHE_DIR"
   step "build kubernetes components" build_kubernetes
@@ -111,8 +140,10 @@ main() {
   step "install crictl" build_crictl
   step "build pause" build_pause
   step "build devloop-runc (runtime wrapper)" build_runc_caps
-  if [[ "${1:-}" != "--components-only" ]]; then
+  [[ -z "$docker_runtime" ]] || step "build cri-dockerd" build_cri_dockerd
+  if [[ -n "$images" ]]; then
     step "node image" "$CLUSTER_DIR/node/build-image.sh"
+    [[ -z "$docker_runtime" ]] || step "node image, docker runtime" "$CLUSTER_DIR/node/docker/build-image.sh"
   fi
   log "build.sh done in $(elapsed "$t0")s"
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Removes a test cluster made by up.sh: its node container (with its volumes)
-# and its cluster/user/context entries in the kubeconfig.
+# Removes a test cluster made by up.sh: its node container (with its volumes),
+# its cluster/user/context entries in the kubeconfig and, for the minikube-docker
+# shape, its profile and server certificate in minikube's home (the shared CA and
+# client certificate stay, as with minikube delete).
 #
 # Usage: tests/cluster/down.sh [NAME]   (NAME default "kind"; a minikube-shaped
 #        cluster is found by its container name, e.g. down.sh minikube)
@@ -22,6 +24,12 @@ if ((${#containers[@]} == 0)); then
   ((${#containers[@]} == 0)) || context="$NAME"
 fi
 if ((${#containers[@]})); then
+  # Where up.sh wrote this profile's files (the node records it; MINIKUBE_HOME may differ now).
+  mini="$(docker inspect -f "{{ index .Config.Labels \"$MINIKUBE_HOME_LABEL\" }}" "${containers[0]}")"
+  if [[ -n "$mini" && -e "$mini/profiles/$NAME/$PROFILE_MARKER" ]]; then
+    rm -rf "${mini:?}/profiles/$NAME" "${mini:?}/machines/$NAME"
+    log "removed profile $NAME from $mini"
+  fi
   docker rm -f -v "${containers[@]}" >/dev/null
   log "removed node container(s) of $NAME"
 else

@@ -66,7 +66,8 @@ build_one() {
 }
 
 # load_into NAME TAG...: kind-shaped clusters via the real `kind load` (skips
-# images the node already has); minikube-shaped via docker save | ctr import.
+# images the node already has); minikube-shaped via docker save | ctr import, or
+# | docker load into the node's dockerd for the docker runtime.
 load_into() {
   local name=$1 c tag
   shift
@@ -80,15 +81,25 @@ load_into() {
   fi
   c="$(docker ps -q --filter "label=name.minikube.sigs.k8s.io=$name")"
   [[ -n "$c" ]] || die "no running cluster named $name"
-  local missing=()
+  local missing=() runtime
+  runtime="$(node_runtime "$c")"
   for tag in "$@"; do
-    [[ "$(docker exec "$c" crictl inspecti -o go-template --template '{{.status.id}}' "$tag" 2>/dev/null)" == \
-      "$(docker image inspect -f '{{.Id}}' "$tag")" ]] || missing+=("$tag")
+    if [[ "$runtime" == docker ]]; then
+      [[ "$(docker exec "$c" docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null)" == \
+        "$(docker image inspect -f '{{.Id}}' "$tag")" ]] || missing+=("$tag")
+    else
+      [[ "$(docker exec "$c" crictl inspecti -o go-template --template '{{.status.id}}' "$tag" 2>/dev/null)" == \
+        "$(docker image inspect -f '{{.Id}}' "$tag")" ]] || missing+=("$tag")
+    fi
   done
   ((${#missing[@]})) || { log "all images already in $name"; return; }
-  docker save "${missing[@]}" |
-    docker exec -i "$c" ctr -n k8s.io images import --all-platforms --digests --snapshotter=overlayfs - >/dev/null
-  log "loaded ${missing[*]} into $name"
+  if [[ "$runtime" == docker ]]; then
+    docker save "${missing[@]}" | docker exec -i "$c" docker load >/dev/null
+  else
+    docker save "${missing[@]}" |
+      docker exec -i "$c" ctr -n k8s.io images import --all-platforms --digests --snapshotter=overlayfs - >/dev/null
+  fi
+  log "loaded ${missing[*]} into $name ($runtime)"
 }
 
 main() {

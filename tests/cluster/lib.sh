@@ -13,6 +13,8 @@ CACHE_DIR="$CACHE_ROOT/$K8S_VERSION"
 BIN_DIR="$CACHE_DIR/bin"
 # shellcheck disable=SC2034
 NODE_IMAGE="devloop/testnode:$K8S_VERSION"
+# shellcheck disable=SC2034
+NODE_DOCKER_IMAGE="devloop/testnode-docker:$K8S_VERSION" # node/docker/: dockerd + cri-dockerd
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -109,4 +111,115 @@ docker_build() {
   local out rc=0
   out="$(DOCKER_BUILDKIT=0 docker build -q "$@" 2>&1)" || rc=$?
   ((rc == 0)) || { printf '%s\n' "$out" >&2; return "$rc"; }
+}
+
+# ---------------------------------------------------------------------------
+# minikube-shaped nodes with the docker runtime (up.sh --shape minikube-docker).
+# shellcheck disable=SC2034  # used by the scripts that source this file
+DOCKERD_TLS_PORT=2376 # minikube's constants.DockerDaemonPort
+# Labels up.sh adds to such a node for the other scripts (minikube has no equivalent).
+RUNTIME_LABEL=devloop.test/runtime
+# shellcheck disable=SC2034
+MINIKUBE_HOME_LABEL=devloop.test/minikube-home
+# The file that marks a profile in minikube's home as a test cluster's (down.sh removes only those).
+PROFILE_MARKER=.devloop-test-cluster
+
+# published_port CONTAINER PORT: the host port Docker publishes PORT/tcp of CONTAINER on.
+published_port() {
+  docker inspect -f "{{ (index (index .NetworkSettings.Ports \"$2/tcp\") 0).HostPort }}" "$1"
+}
+
+# node_runtime CONTAINER: docker for a minikube-docker node, containerd for every other.
+node_runtime() {
+  local r
+  r="$(docker inspect -f "{{ index .Config.Labels \"$RUNTIME_LABEL\" }}" "$1" 2>/dev/null || true)"
+  echo "${r:-containerd}"
+}
+
+# minikube's own directory, as minikube computes it (localpath.MiniPath): $MINIKUBE_HOME when it
+# ends in .minikube, else $MINIKUBE_HOME/.minikube; without it ~/.minikube.
+minikube_path() {
+  local h=${MINIKUBE_HOME:-}
+  if [[ -z "$h" ]]; then echo "$HOME/.minikube"
+  elif [[ "$(basename "$h")" == .minikube ]]; then echo "$h"
+  else echo "$h/.minikube"; fi
+}
+
+# ensure_minikube_certs MINI_PATH NAME MACHINE_DIR: the certificates `minikube start` makes for
+# the Docker API of a docker-runtime node, with openssl: MINI_PATH/certs/{ca,ca-key,cert,key}.pem
+# (one CA and one client certificate for every profile; reused when present, as minikube does)
+# and, signed by that CA, MACHINE_DIR/{server,server-key}.pem for 127.0.0.1, localhost and NAME,
+# next to a copy of ca.pem (the node mounts MACHINE_DIR).
+ensure_minikube_certs() {
+  local name=$2 machine=$3 certs="$1/certs" ext
+  command -v openssl >/dev/null || ensure_pkgs openssl
+  mkdir -p "$certs" "$machine"
+  chmod 700 "$certs"
+  if [[ ! -f "$certs/ca.pem" ]]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "/O=devloop-test/CN=minikubeCA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
+      -keyout "$certs/ca-key.pem" -out "$certs/ca.pem" 2>/dev/null
+  fi
+  [[ -f "$certs/ca-key.pem" ]] || die "$certs/ca.pem exists without ca-key.pem: cannot sign certificates (use another MINIKUBE_HOME)"
+  ext="$(mktemp)"
+  if [[ ! -f "$certs/cert.pem" || ! -f "$certs/key.pem" ]]; then
+    printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$ext"
+    openssl req -new -newkey rsa:2048 -nodes -subj "/O=devloop-test/CN=client" \
+      -keyout "$certs/key.pem" -out "$certs/client.csr" 2>/dev/null
+    openssl x509 -req -in "$certs/client.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca-key.pem" -CAcreateserial \
+      -days 3650 -sha256 -extfile "$ext" -out "$certs/cert.pem" 2>/dev/null
+    rm -f "$certs/client.csr"
+  fi
+  if [[ ! -f "$machine/server.pem" || ! -f "$machine/server-key.pem" ]] ||
+    ! openssl verify -CAfile "$certs/ca.pem" "$machine/server.pem" >/dev/null 2>&1; then
+    printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:%s,DNS:minikube\n' "$name" >"$ext"
+    openssl req -new -newkey rsa:2048 -nodes -subj "/O=devloop-test/CN=$name" \
+      -keyout "$machine/server-key.pem" -out "$machine/server.csr" 2>/dev/null
+    openssl x509 -req -in "$machine/server.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca-key.pem" -CAcreateserial \
+      -days 3650 -sha256 -extfile "$ext" -out "$machine/server.pem" 2>/dev/null
+    rm -f "$machine/server.csr"
+  fi
+  rm -f "$ext"
+  cp "$certs/ca.pem" "$machine/ca.pem"
+  chmod 600 "$certs"/*key.pem "$machine/server-key.pem"
+}
+
+# write_minikube_profile MINI_PATH NAME K8S_VERSION NODE_IP API_PORT RUNTIME: the part of
+# minikube's profile config (profiles/NAME/config.json) that tools read, marked as a test
+# cluster's. Refuses to overwrite a profile of a real minikube.
+write_minikube_profile() {
+  local dir="$1/profiles/$2"
+  check_profile_free "$1" "$2"
+  mkdir -p "$dir"
+  touch "$dir/$PROFILE_MARKER"
+  cat >"$dir/config.json" <<JSON
+{
+  "Name": "$2",
+  "Driver": "docker",
+  "KubernetesConfig": {
+    "KubernetesVersion": "$3",
+    "ClusterName": "$2",
+    "ContainerRuntime": "$6",
+    "APIServerPort": $5
+  },
+  "Nodes": [
+    {
+      "Name": "",
+      "IP": "$4",
+      "Port": $5,
+      "KubernetesVersion": "$3",
+      "ContainerRuntime": "$6",
+      "ControlPlane": true,
+      "Worker": true
+    }
+  ]
+}
+JSON
+}
+
+# check_profile_free MINI_PATH NAME: fail when MINI_PATH has a profile NAME a real minikube made.
+check_profile_free() {
+  local dir="$1/profiles/$2"
+  [[ ! -e "$dir" || -e "$dir/$PROFILE_MARKER" ]] ||
+    die "$dir is a real minikube profile: pick another cluster name, or set MINIKUBE_HOME to another directory"
 }

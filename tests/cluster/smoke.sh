@@ -3,7 +3,8 @@
 # real assertion; the script exits non-zero on the first failure.
 #
 # Usage: tests/cluster/smoke.sh [NAME]   (NAME default "kind"; a minikube-shaped
-#        cluster is found by its container name, e.g. smoke.sh minikube)
+#        cluster is found by its container name, e.g. smoke.sh minikube; its runtime,
+#        containerd or docker, by the label up.sh gives it)
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,6 +18,7 @@ if [[ -n "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$NAME")" ]]; then
   SHAPE=kind CONTEXT="kind-$NAME" NODE="$NAME-control-plane"
 elif [[ -n "$(docker ps -q --filter "label=name.minikube.sigs.k8s.io=$NAME")" ]]; then
   SHAPE=minikube CONTEXT="$NAME" NODE="$NAME"
+  [[ "$(node_runtime "$NODE")" != docker ]] || SHAPE=minikube-docker
 else
   die "no running cluster named $NAME (start one with up.sh)"
 fi
@@ -32,7 +34,11 @@ cleanup() {
   [[ -n "$PF_PID" ]] && kill "$PF_PID" 2>/dev/null
   kubectl --context "$CONTEXT" delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
   docker rmi "devloop-smoke:$TOKEN" >/dev/null 2>&1 || true
-  docker exec "$NODE" crictl rmi "docker.io/library/devloop-smoke:$TOKEN" >/dev/null 2>&1 || true
+  if [[ "$SHAPE" == minikube-docker ]]; then
+    docker exec "$NODE" docker rmi "devloop-smoke:$TOKEN" >/dev/null 2>&1 || true
+  else
+    docker exec "$NODE" crictl rmi "docker.io/library/devloop-smoke:$TOKEN" >/dev/null 2>&1 || true
+  fi
 }
 trap cleanup EXIT
 
@@ -55,8 +61,10 @@ check_node() {
   local ver
   [[ "$(kubectl --context "$CONTEXT" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]] || return 1
   ver="$(kubectl --context "$CONTEXT" get node "$NODE" -o jsonpath='{.status.nodeInfo.kubeletVersion}')"
-  log "       node $NODE Ready, kubelet $ver, server $(kubectl --context "$CONTEXT" version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)"
-  [[ "$ver" == "$K8S_VERSION" ]]
+  runtime="$(kubectl --context "$CONTEXT" get node "$NODE" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}')"
+  log "       node $NODE Ready, kubelet $ver, runtime $runtime, server $(kubectl --context "$CONTEXT" version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1)"
+  [[ "$ver" == "$K8S_VERSION" ]] || return 1
+  if [[ "$SHAPE" == minikube-docker ]]; then [[ "$runtime" == docker://* ]]; else [[ "$runtime" == containerd://* ]]; fi
 }
 
 check_kind_cli() {
@@ -78,16 +86,37 @@ check_images() {
   "$CLUSTER_DIR/images.sh" "$NAME" >/dev/null 2>&1 || "$CLUSTER_DIR/images.sh" "$NAME"
 }
 
+# The node's dockerd as `minikube docker-env` sets it up: TLS on the published 2376, the client
+# certificates in minikube's home (recorded on the node by up.sh).
+node_docker() {
+  # Looked up first: the host's engine answers these, not the node's.
+  local port home
+  port="$(published_port "$NODE" "$DOCKERD_TLS_PORT")"
+  home="$(docker inspect -f "{{ index .Config.Labels \"$MINIKUBE_HOME_LABEL\" }}" "$NODE")"
+  DOCKER_HOST="tcp://127.0.0.1:$port" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$home/certs" "$@"
+}
+
 check_load() {
   # A fresh image only this run has: it must be loaded into the node to run.
-  printf 'FROM busybox:1.36\nRUN echo %s >/token\nCMD ["cat", "/token"]\n' "$TOKEN" |
-    docker_build -t "devloop-smoke:$TOKEN" -
-  if [[ "$SHAPE" == kind ]]; then
-    kind load docker-image --name "$NAME" "devloop-smoke:$TOKEN"
-  else
-    docker save "devloop-smoke:$TOKEN" |
-      docker exec -i "$NODE" ctr -n k8s.io images import --all-platforms --digests --snapshotter=overlayfs - >/dev/null
-  fi
+  local dockerfile
+  dockerfile="$(printf 'FROM busybox:1.36\nRUN echo %s >/token\nCMD ["cat", "/token"]\n' "$TOKEN")"
+  case "$SHAPE" in
+    minikube-docker)
+      # Built straight into the node's dockerd over TLS, as devloop does: nothing to load, and
+      # the host's engine never has it.
+      node_docker docker_build -t "devloop-smoke:$TOKEN" - <<<"$dockerfile" || return 1
+      if docker image inspect "devloop-smoke:$TOKEN" >/dev/null 2>&1; then return 1; fi
+      ;;
+    kind)
+      docker_build -t "devloop-smoke:$TOKEN" - <<<"$dockerfile"
+      kind load docker-image --name "$NAME" "devloop-smoke:$TOKEN"
+      ;;
+    minikube)
+      docker_build -t "devloop-smoke:$TOKEN" - <<<"$dockerfile"
+      docker save "devloop-smoke:$TOKEN" |
+        docker exec -i "$NODE" ctr -n k8s.io images import --all-platforms --digests --snapshotter=overlayfs - >/dev/null
+      ;;
+  esac
   k run loaded --image="devloop-smoke:$TOKEN" --image-pull-policy=Never --restart=Never >/dev/null
   k wait --for=jsonpath='{.status.phase}'=Succeeded pod/loaded --timeout=60s >/dev/null
   [[ "$(k logs loaded)" == "$TOKEN" ]]
@@ -341,7 +370,12 @@ else
   check "kind CLI does not list the minikube-shaped node" check_kind_cli
 fi
 check "stand-in images built and loaded into the node" check_images
-check "image loaded with $([[ $SHAPE == kind ]] && echo 'kind load docker-image' || echo 'ctr import') runs (imagePullPolicy Never)" check_load
+case "$SHAPE" in
+  kind) how="loaded with kind load docker-image" ;;
+  minikube) how="loaded with ctr import" ;;
+  minikube-docker) how="built in the node's dockerd over TLS (docker-env)" ;;
+esac
+check "image $how runs (imagePullPolicy Never)" check_load
 check "Deployment serves HTTP through a Service, by DNS name, to another pod" check_service_dns
 check "kubectl exec and kubectl logs" check_exec_logs
 check "kubectl port-forward serves on the host" check_port_forward

@@ -3,10 +3,14 @@
 # a kind (default) or minikube (docker driver) cluster, merges its kubeconfig
 # and waits until the node is Ready and CoreDNS is available.
 #
-# Usage: tests/cluster/up.sh [NAME] [--shape kind|minikube] [--timeout SECONDS]
-#   kind:     container NAME-control-plane, context kind-NAME (NAME default "kind")
-#   minikube: container NAME, context NAME (NAME default "minikube")
+# Usage: tests/cluster/up.sh [NAME] [--shape kind|minikube|minikube-docker] [--timeout SECONDS]
+#   kind:            container NAME-control-plane, context kind-NAME (NAME default "kind")
+#   minikube:        container NAME, context NAME (NAME default "minikube"), containerd runtime
+#   minikube-docker: as minikube, with the docker runtime (dockerd + cri-dockerd in the node,
+#                    its Docker API published with TLS as `minikube docker-env` expects; client
+#                    certificates and the profile written to minikube's home)
 # Env: KUBECONFIG (first path is written; default ~/.kube/config)
+#      MINIKUBE_HOME (minikube-docker; as minikube reads it, default ~/.minikube)
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,10 +20,10 @@ SHAPE=kind
 TIMEOUT=300
 while (($#)); do
   case "$1" in
-    --shape) SHAPE=${2:?--shape needs kind or minikube}; shift 2 ;;
+    --shape) SHAPE=${2:?--shape needs kind, minikube or minikube-docker}; shift 2 ;;
     --shape=*) SHAPE=${1#--shape=}; shift ;;
     --timeout) TIMEOUT=${2:?}; shift 2 ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) [[ -z "$NAME" ]] || die "one cluster name only"; NAME=$1; shift ;;
   esac
@@ -34,7 +38,7 @@ case "$SHAPE" in
     NODE_LABELS=""
     API_PORT=6443
     ;;
-  minikube)
+  minikube | minikube-docker)
     NAME=${NAME:-minikube}
     CONTAINER="$NAME"
     CONTEXT="$NAME"
@@ -44,14 +48,27 @@ case "$SHAPE" in
     NODE_LABELS="minikube.k8s.io/name=$NAME,minikube.k8s.io/primary=true"
     API_PORT=8443 # minikube's API server port inside the node
     ;;
-  *) die "--shape must be kind or minikube" ;;
+  *) die "--shape must be kind, minikube or minikube-docker" ;;
 esac
 [[ "$NAME" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "cluster name must be a DNS label: $NAME"
+IMAGE="$NODE_IMAGE"
+BUILD_ARGS=()
+EXTRA_RUN=()
+if [[ "$SHAPE" == minikube-docker ]]; then
+  IMAGE="$NODE_DOCKER_IMAGE"
+  BUILD_ARGS=(--docker-runtime)
+  MINI_PATH="$(minikube_path)"
+  MACHINE_DIR="$MINI_PATH/machines/$NAME"
+  # For the scripts (images.sh, smoke.sh, down.sh): the runtime, and where the certs and profile are.
+  LABELS+=(--label "$RUNTIME_LABEL=docker" --label "$MINIKUBE_HOME_LABEL=$MINI_PATH")
+  # The node's Docker API, as minikube's kic driver publishes it (TLS, loopback, random port).
+  EXTRA_RUN=(--publish "127.0.0.1::$DOCKERD_TLS_PORT" --volume "$MACHINE_DIR:/etc/docker/tls:ro")
+fi
 
 START=$(date +%s.%N)
 export PATH="$BIN_DIR:$PATH"
 ensure_docker
-step "build (cached)" "$CLUSTER_DIR/build.sh" >&2
+step "build (cached)" "$CLUSTER_DIR/build.sh" "${BUILD_ARGS[@]}" >&2
 
 KC_FILE="${KUBECONFIG:-$HOME/.kube/config}"
 KC_FILE="${KC_FILE%%:*}"
@@ -93,7 +110,7 @@ container_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER" 
 
 start_container() {
   if docker inspect "$CONTAINER" >/dev/null 2>&1; then
-    if container_running && [[ "$(docker inspect -f '{{.Image}}' "$CONTAINER")" == "$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE")" ]]; then
+    if container_running && [[ "$(docker inspect -f '{{.Image}}' "$CONTAINER")" == "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]]; then
       log "$CONTAINER already running: reusing it"
       return 0
     fi
@@ -117,8 +134,8 @@ start_container() {
     --tmpfs /tmp --tmpfs /run --volume /var "${extra[@]}" \
     --restart=on-failure:1 \
     --env "DEVLOOP_NODE_NAME=$CONTAINER" --env "DEVLOOP_NODE_LABELS=$NODE_LABELS" \
-    --env "DEVLOOP_API_PORT=$API_PORT" --publish "127.0.0.1::$API_PORT" \
-    "$NODE_IMAGE" >/dev/null
+    --env "DEVLOOP_API_PORT=$API_PORT" --publish "127.0.0.1::$API_PORT" "${EXTRA_RUN[@]}" \
+    "$IMAGE" >/dev/null
 }
 
 wait_ready_in_node() {
@@ -134,9 +151,7 @@ wait_ready_in_node() {
   done
 }
 
-api_endpoint() {
-  docker inspect -f "{{ (index (index .NetworkSettings.Ports \"$API_PORT/tcp\") 0).HostPort }}" "$CONTAINER"
-}
+api_endpoint() { published_port "$CONTAINER" "$API_PORT"; }
 
 # Merge the node's admin kubeconfig as CONTEXT (cluster, user and context all
 # named CONTEXT, server https://127.0.0.1:PORT, made current), like kind does.
@@ -179,9 +194,27 @@ wait_cluster_ready() {
   die "default ServiceAccount never appeared"
 }
 
+# minikube-docker: what `minikube start` leaves in minikube's home for `minikube docker-env`
+# clients — the shared CA and client certificate in certs/, this machine's server certificate —
+# before the node starts (it serves TLS with them), and the profile once it runs.
+docker_tls() {
+  check_profile_free "$MINI_PATH" "$NAME"
+  ensure_minikube_certs "$MINI_PATH" "$NAME" "$MACHINE_DIR"
+  log "client certificates in $MINI_PATH/certs, server certificate in $MACHINE_DIR"
+}
+
+write_profile() {
+  local ip
+  ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$CONTAINER")"
+  write_minikube_profile "$MINI_PATH" "$NAME" "$K8S_VERSION" "$ip" "$API_PORT" docker
+  log "profile: $MINI_PATH/profiles/$NAME/config.json; docker-env: DOCKER_HOST=tcp://127.0.0.1:$(published_port "$CONTAINER" "$DOCKERD_TLS_PORT")"
+}
+
+[[ "$SHAPE" != minikube-docker ]] || step "docker TLS certificates" docker_tls
 step "start node container $CONTAINER" start_container
 step "control plane up in node" wait_ready_in_node
 step "merge kubeconfig" export_kubeconfig
 step "node Ready, CoreDNS available" wait_cluster_ready
+[[ "$SHAPE" != minikube-docker ]] || step "minikube profile" write_profile
 log "cluster $NAME ($SHAPE shape, Kubernetes $K8S_VERSION) ready in $(elapsed "$START")s; context $CONTEXT"
 log "tools: export PATH=$BIN_DIR:\$PATH"

@@ -14,9 +14,11 @@ ensure_docker
 ensure_base_image
 base="$(base_image_tag)"
 
-# Cache key: the recipe files, the base image and the binaries' build stamps.
+# Cache key: the recipe files, the base image and the build stamps of the binaries it holds
+# (all but cri-dockerd, which only the docker-runtime variant, node/docker/, adds).
 inputs="$( (cd "$NODE_DIR" && find Dockerfile entrypoint.sh pause.c files -type f -print0 | sort -z | xargs -0 cat)
-  echo "$base"; cat "$BIN_DIR"/.*.stamp)"
+  echo "$base"
+  for stamp in "$BIN_DIR"/.*.stamp; do [[ "$stamp" == */.cri-dockerd.stamp ]] || cat "$stamp"; done)"
 key="$(echo "$inputs" | sha256sum | cut -c1-16)"
 if [[ "$(docker image inspect -f '{{index .Config.Labels "devloop.inputs"}}' "$NODE_IMAGE" 2>/dev/null)" == "$key" ]]; then
   log "$NODE_IMAGE (inputs $key): cached"
