@@ -6,8 +6,9 @@
 //! model), `deploy` (manifests to objects; apply, prune, rollout), `build` (contexts, tags, Docker
 //! builds), `cluster` (which cluster; loading images into it), `forward` (local ports to pods),
 //! `logs` (pod logs), `watch` (file changes → change sets), `sync` (files into running
-//! containers), `backup` (backup Jobs), `engine` (Docker), `session` (cancellation);
-//! `output` prints, `error` maps failures to exit codes.
+//! containers), `backup` (backup Jobs), `engine` (Docker), `session` (cancellation), `outage`
+//! (waiting for Docker or the API server to return); `output` prints, `error` maps failures to
+//! exit codes.
 
 pub mod backup;
 pub mod build;
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod logs;
+pub mod outage;
 pub mod output;
 pub mod session;
 pub mod sync;

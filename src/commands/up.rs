@@ -7,9 +7,11 @@
 //! the running containers), rebuild (build and load only the changed artifacts, re-render, apply
 //! the profile tier, wait) or config (re-load the project, re-render, apply; no rebuild). Every
 //! decision is one line. A failure is reported and the last good deploy keeps running; the work
-//! it left undone is retried with the next change.
+//! it left undone is retried with the next change, or, when it failed because the Docker engine
+//! or the API server was unreachable, as soon as that answers again (see `outage`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cli::{GlobalArgs, UpArgs};
@@ -18,10 +20,11 @@ use crate::deploy::apply::{Applier, TierReport, applied_key};
 use crate::deploy::render::{LABEL_PROFILE, LABEL_PROJECT};
 use crate::deploy::{self, RenderOptions, rollout};
 use crate::error::Error;
+use crate::outage::{self, Outage, Probe, Service};
 use crate::output::Printer;
 use crate::session::Session;
 use crate::sync::{self, Syncer};
-use crate::watch::{self, WatchSettings, Watcher};
+use crate::watch::{self, ChangeSet, Wake, WatchSettings, Watcher};
 use crate::{cluster, forward, logs};
 
 pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> Result<(), Error> {
@@ -146,6 +149,8 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> Resul
                 images,
                 pending_builds: BTreeSet::new(),
                 pending_deploy: None,
+                pending_syncs: BTreeMap::new(),
+                outage: None,
             };
             let project = inner.run(watcher, &mut applier, &session).await;
             session.cancel.cancelled().await;
@@ -316,6 +321,71 @@ fn list(files: &[String]) -> String {
     }
 }
 
+/// `a, b changed, c removed` for files given as (path, removed).
+fn describe(files: &[(String, bool)]) -> String {
+    let group = |removed: bool| -> Vec<String> {
+        files
+            .iter()
+            .filter(|f| f.1 == removed)
+            .map(|f| f.0.clone())
+            .collect()
+    };
+    let (changed, removed) = (group(false), group(true));
+    let mut parts = Vec::new();
+    if !changed.is_empty() {
+        parts.push(format!("{} changed", list(&changed)));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("{} removed", list(&removed)));
+    }
+    parts.join(", ")
+}
+
+/// The one line of a sync round: what went where, how long it took, the commands it ran; then,
+/// for a command that failed, where, how, and the last lines it printed.
+fn sync_line(image: &str, what: &str, r: &sync::Report) -> (String, bool) {
+    let pods = format!("{} pod{}", r.pods, if r.pods == 1 { "" } else { "s" });
+    let done = match (r.copied > 0, r.removed > 0) {
+        (false, true) => format!("removed from {pods}"),
+        (true, true) => format!("synced to and removed from {pods}"),
+        _ => format!("synced to {pods}"),
+    };
+    let mut line = format!("{image}: {what} → {done} in {} ms", r.took.as_millis());
+    let ran: Vec<String> = r
+        .commands
+        .iter()
+        .map(|c| format!("`{}`", sync::shell_words(&c.argv)))
+        .collect();
+    if !ran.is_empty() {
+        line.push_str(&format!(", ran {}", ran.join(", ")));
+    }
+    let mut failed = false;
+    for c in &r.commands {
+        let Some(first) = c.failures.first() else {
+            continue;
+        };
+        failed = true;
+        line.push_str(&format!(
+            "\n  `{}` {} in {}/{}",
+            sync::shell_words(&c.argv),
+            first.why,
+            first.pod,
+            first.container
+        ));
+        if c.failures.len() > 1 {
+            line.push_str(&format!(
+                " (and {} more container{})",
+                c.failures.len() - 1,
+                if c.failures.len() == 2 { "" } else { "s" }
+            ));
+        }
+        for l in &first.last_lines {
+            line.push_str(&format!("\n    {l}"));
+        }
+    }
+    (line, failed)
+}
+
 /// The watch → sync/rebuild/redeploy loop of `up`, and the last good state it keeps.
 struct InnerLoop<'a> {
     global: &'a GlobalArgs,
@@ -328,10 +398,16 @@ struct InnerLoop<'a> {
     project: Project,
     /// Image → the reference deployed (or last built) for it.
     images: HashMap<String, String>,
-    /// Artifacts whose build or load failed: retried with the next change.
+    /// Artifacts whose build or load failed: retried with the next change, or when the service
+    /// they wait for returns.
     pending_builds: BTreeSet<String>,
-    /// `Some(config)` for a deploy that failed, retried with the next change.
+    /// `Some(config)` for a deploy that failed, retried likewise.
     pending_deploy: Option<bool>,
+    /// Image → files to sync (context-relative path → local path): this round's, and those held
+    /// back while the API server was away.
+    pending_syncs: BTreeMap<String, BTreeMap<String, PathBuf>>,
+    /// The service the loop waits for, if one went away.
+    outage: Option<Outage>,
 }
 
 impl InnerLoop<'_> {
@@ -349,6 +425,7 @@ impl InnerLoop<'_> {
             self.project.name, self.project.profile.name
         );
         let syncer = Syncer::new(self.client.kube.clone(), self.namespace, selector);
+        let probe = Probe::new(self.client.kube.clone(), &self.client.server);
         let mut rules = self.sync_rules();
         printer.info(&format!(
             "watching {} ({} files tracked, {} ms quiet period{})",
@@ -358,35 +435,43 @@ impl InnerLoop<'_> {
             if self.args.poll { ", polling" } else { "" }
         ));
         let cancel = &session.cancel;
-        while let Some(changes) = watcher.next(cancel).await {
-            for e in &changes.errors {
-                let hint = e.hint();
-                printer.error(
-                    &e.to_string(),
-                    &crate::error::source_chain(e),
-                    hint.as_deref(),
-                );
+        'rounds: loop {
+            // While a service is away, the watcher also wakes the loop to try it again.
+            let wake = self.outage.as_ref().map(Outage::next_attempt);
+            let (changes, woken) = match watcher.next_or_wake(cancel, wake).await {
+                None => break,
+                Some(Wake::Changes(changes)) => (changes, false),
+                Some(Wake::Timer) => (ChangeSet::default(), true),
+            };
+            // A timer, or a change while waiting: is the service back? (A change may be the
+            // user's reaction to having restarted it.)
+            if let Some(service) = self.outage.as_ref().map(|o| o.service)
+                && (woken || changes.is_actionable())
+            {
+                let probed = tokio::select! {
+                    r = probe.check(service) => r,
+                    _ = cancel.cancelled() => break,
+                };
+                match probed {
+                    Ok(()) => {
+                        if let Some(outage) = self.outage.take() {
+                            printer.info(&outage.back_line(&self.pending_work()));
+                        }
+                    }
+                    Err(why) => {
+                        tracing::debug!("{} still unreachable: {why}", service.name());
+                        // Only the timer's own tries move the schedule on.
+                        if woken {
+                            if let Some(reminder) = self.outage.as_mut().and_then(Outage::failed) {
+                                printer.warn(&reminder);
+                            }
+                            continue;
+                        }
+                    }
+                }
             }
-            for (reason, n) in &changes.ignored {
-                printer.info(&format!(
-                    "ignored {n} change{} ({})",
-                    if *n == 1 { "" } else { "s" },
-                    reason.label()
-                ));
-            }
-            if !changes.unchanged.is_empty() {
-                printer.info(&format!(
-                    "{}: same bytes as before → nothing to do",
-                    list(&changes.unchanged)
-                ));
-            }
-            if !changes.outside.is_empty() {
-                printer.info(&format!(
-                    "{}: in no build context and no configuration → nothing to do",
-                    list(&changes.outside)
-                ));
-            }
-            if !changes.is_actionable() {
+            self.report_round(&changes);
+            if !changes.is_actionable() && !woken {
                 continue;
             }
 
@@ -434,9 +519,13 @@ impl InnerLoop<'_> {
                 }
             }
 
+            // Sync or rebuild, per artifact: a sync only when its rules cover every file.
             let mut rebuild: BTreeSet<String> = std::mem::take(&mut self.pending_builds);
+            // What this round touched: only its work says that it waits for a service.
+            let mut touched: BTreeSet<String> = BTreeSet::new();
             for (image, files) in &artifacts {
-                let shown: Vec<String> = files.iter().map(|f| f.rel.clone()).collect();
+                let shown: Vec<(String, bool)> =
+                    files.iter().map(|f| (f.rel.clone(), f.removed)).collect();
                 let Some(index) = self
                     .project
                     .artifacts
@@ -445,45 +534,101 @@ impl InnerLoop<'_> {
                 else {
                     continue;
                 };
-                if rebuild.contains(image) {
-                    printer.info(&format!("{image}: {} changed → rebuilding", list(&shown)));
+                touched.insert(image.clone());
+                if rebuild.contains(image) || !files.iter().all(|f| rules[index].covers(&f.rel)) {
+                    printer.info(&format!("{image}: {} → rebuilding", describe(&shown)));
+                    rebuild.insert(image.clone());
+                    // The rebuild takes the files as they are now, synced or not.
+                    self.pending_syncs.remove(image);
                     continue;
                 }
-                let targets: Option<Vec<_>> = files
-                    .iter()
-                    .map(|f| match f.removed {
-                        true => None,
-                        false => rules[index].target(&f.rel).map(|t| (f.path.clone(), t)),
-                    })
-                    .collect();
-                let Some(targets) = targets else {
-                    printer.info(&format!("{image}: {} changed → rebuilding", list(&shown)));
-                    rebuild.insert(image.clone());
+                let queue = self.pending_syncs.entry(image.clone()).or_default();
+                for f in files {
+                    queue.insert(f.rel.clone(), f.path.clone());
+                }
+            }
+
+            for (image, files) in std::mem::take(&mut self.pending_syncs) {
+                let Some(index) = self.project.artifacts.iter().position(|a| a.image == image)
+                else {
                     continue;
                 };
+                if rebuild.contains(&image) {
+                    continue;
+                }
+                // Whether a file is copied or deleted is decided now: it may have come back.
+                let entries: Vec<(String, Option<sync::Entry>)> = files
+                    .iter()
+                    .map(|(rel, path)| {
+                        let entry = rules[index].target(rel).map(|target| sync::Entry {
+                            path: path.clone(),
+                            target,
+                            removed: std::fs::symlink_metadata(path).is_err(),
+                        });
+                        (rel.clone(), entry)
+                    })
+                    .collect();
+                let shown: Vec<(String, bool)> = entries
+                    .iter()
+                    .map(|(rel, e)| (rel.clone(), e.as_ref().is_none_or(|e| e.removed)))
+                    .collect();
+                let what = describe(&shown);
+                let Some(entries) = entries
+                    .into_iter()
+                    .map(|(_, e)| e)
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    // The rules changed with the configuration since the files were held back.
+                    printer.info(&format!("{image}: {what} → rebuilding"));
+                    rebuild.insert(image);
+                    continue;
+                };
+                if let Some(outage) = self.away(Service::ApiServer) {
+                    if touched.contains(&image) {
+                        printer.info(&format!(
+                            "{image}: {what} → syncing waits until {}",
+                            outage.waiting_for()
+                        ));
+                    }
+                    self.pending_syncs.insert(image, files);
+                    continue;
+                }
                 let name = match &self.project.registry {
                     Some(registry) => format!("{registry}/{image}"),
                     None => image.clone(),
                 };
                 let synced = tokio::select! {
-                    r = syncer.sync(&name, &targets) => r,
-                    _ = cancel.cancelled() => break,
+                    r = syncer.sync(&name, &entries) => r,
+                    _ = cancel.cancelled() => break 'rounds,
                 };
                 match synced {
-                    Ok(r) => printer.info(&format!(
-                        "{image}: {} changed → synced to {} pod{} in {} ms",
-                        list(&shown),
-                        r.pods,
-                        if r.pods == 1 { "" } else { "s" },
-                        r.took.as_millis()
-                    )),
+                    Ok(r) => match sync_line(&image, &what, &r) {
+                        (line, false) => printer.info(&line),
+                        (line, true) => printer.warn(&line),
+                    },
                     Err(e) => {
-                        printer.warn(&format!(
-                            "{image}: {} changed → sync failed ({e}{}); rebuilding",
-                            list(&shown),
-                            e.hint().map(|h| format!("; {h}")).unwrap_or_default()
-                        ));
-                        rebuild.insert(image.clone());
+                        let down = tokio::select! {
+                            d = probe.first_down(outage::sync_suspects(&e)) => d,
+                            _ = cancel.cancelled() => break 'rounds,
+                        };
+                        match down {
+                            Some((service, why)) => {
+                                self.went_away(
+                                    &probe,
+                                    service,
+                                    &format!("{image}: {what} → sync failed"),
+                                    &why,
+                                );
+                                self.pending_syncs.insert(image, files);
+                            }
+                            None => {
+                                printer.warn(&format!(
+                                    "{image}: {what} → sync failed ({e}{}); rebuilding",
+                                    e.hint().map(|h| format!("; {h}")).unwrap_or_default()
+                                ));
+                                rebuild.insert(image);
+                            }
+                        }
                     }
                 }
             }
@@ -496,35 +641,59 @@ impl InnerLoop<'_> {
             let config_deploy = config_changed || pending == Some(true);
             let mut deploy_now = config_deploy || pending.is_some();
             if !rebuild.is_empty() {
-                let started = Instant::now();
-                let built = tokio::select! {
-                    r = self.build(&rebuild) => r,
-                    _ = cancel.cancelled() => break,
-                };
-                match built {
-                    Ok(images) => {
+                let names = rebuild.iter().cloned().collect::<Vec<_>>().join(", ");
+                if let Some(outage) = self.away(Service::Docker) {
+                    if rebuild.iter().any(|i| touched.contains(i)) {
                         printer.info(&format!(
-                            "built and loaded {} in {:.1}s",
-                            rebuild.iter().cloned().collect::<Vec<_>>().join(", "),
-                            started.elapsed().as_secs_f64()
+                            "rebuilding {names} waits until {}",
+                            outage.waiting_for()
                         ));
-                        self.images.extend(images);
-                        deploy_now = true;
                     }
-                    Err(e) => {
-                        report(
-                            printer,
-                            &format!(
-                                "rebuilding {} failed",
-                                rebuild.iter().cloned().collect::<Vec<_>>().join(", ")
-                            ),
-                            &e,
-                        );
-                        self.pending_builds = rebuild;
+                    self.pending_builds = rebuild;
+                } else {
+                    let started = Instant::now();
+                    let built = tokio::select! {
+                        r = self.build(&rebuild) => r,
+                        _ = cancel.cancelled() => break,
+                    };
+                    match built {
+                        Ok(images) => {
+                            printer.info(&format!(
+                                "built and loaded {names} in {:.1}s",
+                                started.elapsed().as_secs_f64()
+                            ));
+                            self.images.extend(images);
+                            deploy_now = true;
+                        }
+                        Err(e) => {
+                            let what = format!("rebuilding {names} failed");
+                            let down = tokio::select! {
+                                d = probe.first_down(outage::suspects(&e)) => d,
+                                _ = cancel.cancelled() => break,
+                            };
+                            match down {
+                                Some((service, why)) => {
+                                    self.went_away(&probe, service, &what, &why)
+                                }
+                                None => report(printer, &what, &e),
+                            }
+                            self.pending_builds = rebuild;
+                        }
                     }
                 }
             }
             if deploy_now {
+                if let Some(outage) = self.away(Service::ApiServer) {
+                    if !touched.is_empty() || config_changed {
+                        printer.info(&format!(
+                            "redeploying profile `{}` waits until {}",
+                            self.project.profile.name,
+                            outage.waiting_for()
+                        ));
+                    }
+                    self.pending_deploy = Some(config_deploy);
+                    continue;
+                }
                 let started = Instant::now();
                 let deployed = tokio::select! {
                     r = deploy(
@@ -545,13 +714,96 @@ impl InnerLoop<'_> {
                         started.elapsed().as_secs_f64()
                     )),
                     Err(e) => {
-                        report(printer, "redeploying failed", &e);
+                        let down = tokio::select! {
+                            d = probe.first_down(outage::suspects(&e)) => d,
+                            _ = cancel.cancelled() => break,
+                        };
+                        match down {
+                            Some((service, why)) => {
+                                self.went_away(&probe, service, "redeploying failed", &why)
+                            }
+                            None => report(printer, "redeploying failed", &e),
+                        }
                         self.pending_deploy = Some(config_deploy);
                     }
                 }
             }
         }
         self.project
+    }
+
+    /// One line per kind of thing in the round that needs no work.
+    fn report_round(&self, changes: &ChangeSet) {
+        let printer = self.printer;
+        for e in &changes.errors {
+            let hint = e.hint();
+            printer.error(
+                &e.to_string(),
+                &crate::error::source_chain(e),
+                hint.as_deref(),
+            );
+        }
+        for (reason, n) in &changes.ignored {
+            printer.info(&format!(
+                "ignored {n} change{} ({})",
+                if *n == 1 { "" } else { "s" },
+                reason.label()
+            ));
+        }
+        if !changes.unchanged.is_empty() {
+            printer.info(&format!(
+                "{}: same bytes as before → nothing to do",
+                list(&changes.unchanged)
+            ));
+        }
+        if !changes.outside.is_empty() {
+            printer.info(&format!(
+                "{}: in no build context and no configuration → nothing to do",
+                list(&changes.outside)
+            ));
+        }
+    }
+
+    /// The current outage, if it is `service`'s.
+    fn away(&self, service: Service) -> Option<&Outage> {
+        self.outage.as_ref().filter(|o| o.service == service)
+    }
+
+    /// `service` did not answer after `what` failed: say once what the loop waits for.
+    fn went_away(&mut self, probe: &Probe, service: Service, what: &str, why: &str) {
+        match self.away(service) {
+            Some(outage) => self
+                .printer
+                .info(&format!("{what}: waits until {}", outage.waiting_for())),
+            None => {
+                let outage = Outage::new(service, probe.address(service));
+                self.printer.warn(&outage.started_line(what, why));
+                self.outage = Some(outage);
+            }
+        }
+    }
+
+    /// What runs once a service is back.
+    fn pending_work(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.pending_syncs.is_empty() {
+            let images: Vec<String> = self.pending_syncs.keys().cloned().collect();
+            parts.push(format!("syncing {}", images.join(", ")));
+        }
+        if !self.pending_builds.is_empty() {
+            let images: Vec<String> = self.pending_builds.iter().cloned().collect();
+            parts.push(format!("rebuilding {}", images.join(", ")));
+        }
+        if self.pending_deploy.is_some() {
+            parts.push(format!(
+                "redeploying profile `{}`",
+                self.project.profile.name
+            ));
+        }
+        match parts.is_empty() {
+            true => "nothing was waiting for it".into(),
+            false => parts.join(", then "),
+        }
     }
 
     /// Build and load only `images` of the current project.
@@ -568,8 +820,8 @@ impl InnerLoop<'_> {
             .collect())
     }
 
-    /// Each artifact's compiled sync rules; a rule that does not compile is reported and the
-    /// artifact always rebuilds.
+    /// Each artifact's compiled sync rules. `config::load` has checked them, so a rule that does
+    /// not compile is a bug worth a warning, and the artifact then always rebuilds.
     fn sync_rules(&self) -> Vec<sync::Rules> {
         self.project
             .artifacts
@@ -585,5 +837,64 @@ impl InnerLoop<'_> {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_name_changed_and_removed_files() {
+        let files = |f: &[(&str, bool)]| -> Vec<(String, bool)> {
+            f.iter().map(|(p, r)| (p.to_string(), *r)).collect()
+        };
+        assert_eq!(
+            describe(&files(&[("www/a.html", false)])),
+            "www/a.html changed"
+        );
+        assert_eq!(
+            describe(&files(&[("a", true), ("b", false), ("c", true)])),
+            "b changed, a, c removed"
+        );
+    }
+
+    #[test]
+    fn a_sync_round_is_one_line_and_a_failed_command_adds_its_stderr() {
+        let report = |copied, removed, failures: Vec<sync::CommandFailure>| sync::Report {
+            containers: 2,
+            pods: 2,
+            copied,
+            removed,
+            commands: vec![sync::CommandReport {
+                argv: vec!["kill".into(), "-HUP".into(), "1".into()],
+                failures,
+            }],
+            took: Duration::from_millis(140),
+        };
+        let (line, failed) = sync_line("web", "www/a.html changed", &report(1, 0, vec![]));
+        assert_eq!(
+            line,
+            "web: www/a.html changed → synced to 2 pods in 140 ms, ran `kill -HUP 1`"
+        );
+        assert!(!failed);
+        let (line, _) = sync_line("web", "www/a.html removed", &report(0, 1, vec![]));
+        assert!(line.contains("→ removed from 2 pods in 140 ms"), "{line}");
+        let failure = |pod: &str| sync::CommandFailure {
+            pod: pod.into(),
+            container: "web".into(),
+            why: "exited with 1".into(),
+            last_lines: vec!["kill: (1) - No such process".into()],
+        };
+        let (line, failed) = sync_line(
+            "web",
+            "www/a.html changed, www/b.html removed",
+            &report(1, 1, vec![failure("web-a"), failure("web-b")]),
+        );
+        assert!(failed);
+        assert_eq!(
+            line,
+            "web: www/a.html changed, www/b.html removed → synced to and removed from 2 pods in 140 ms, ran `kill -HUP 1`\n  `kill -HUP 1` exited with 1 in web-a/web (and 1 more container)\n    kill: (1) - No such process"
+        );
     }
 }

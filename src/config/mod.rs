@@ -375,6 +375,9 @@ fn resolve_artifacts(
                 ))
                 .into());
         }
+        check_sync(&a.sync, &|field| {
+            origin(format!("artifacts[{i}].sync{field}"))
+        })?;
         artifacts.push(Artifact {
             image: a.image.clone(),
             context,
@@ -414,6 +417,46 @@ fn resolve_artifacts(
         }
     }
     Ok(artifacts)
+}
+
+/// Sync rules: `src` a glob, `dest` a path, `run` a program with arguments. `origin` takes the
+/// field below `sync` (`[0].src`).
+fn check_sync(
+    rules: &[wire::SyncRule],
+    origin: &dyn Fn(String) -> Origin,
+) -> Result<(), ConfigError> {
+    if let Err(crate::sync::SyncError::Glob {
+        index, src, source, ..
+    }) = crate::sync::Rules::new("", rules)
+    {
+        return Err(origin(format!("[{index}].src"))
+            .diagnostic(format!(
+                "sync `src` `{src}` is not a glob: {}",
+                source.kind()
+            ))
+            .hint("a glob relative to the build context, such as `www/**` or `app/**/*.py`")
+            .into());
+    }
+    for (j, rule) in rules.iter().enumerate() {
+        if rule.dest.trim().is_empty() {
+            return Err(origin(format!("[{j}].dest"))
+                .diagnostic("sync `dest` is empty")
+                .hint("the directory in the container the files go to, such as `/app`")
+                .into());
+        }
+        if let Some(run) = &rule.run
+            && run.first().is_none_or(|program| program.trim().is_empty())
+        {
+            return Err(origin(format!("[{j}].run"))
+                .diagnostic("sync `run` names no program")
+                .hint(
+                    "a program and its arguments, such as `[\"kill\", \"-HUP\", \"1\"]`, or \
+                     `[\"sh\", \"-c\", \"...\"]` for a shell command; remove `run` to run nothing",
+                )
+                .into());
+        }
+    }
+    Ok(())
 }
 
 /// Select the profile: `profiles/NAME.yaml`, or no patches for a `dev` without a file.

@@ -4,7 +4,8 @@
 //! `--poll`), whose callback only forwards events into a channel; the debounce (a quiet period);
 //! the ignore rules and path → artifact/config mapping ([`filter`]); and change detection by
 //! content — a hash per tracked file, so a save that writes the same bytes is no change. Events
-//! that arrive while the caller is busy (a build) wait in the channel and form the next round.
+//! that arrive while the caller is busy (a build) wait in the channel and form the next round; a
+//! caller that has work to retry can also ask to be woken at a time when no round comes first.
 //! It does not decide what to do with a change (sync, rebuild, redeploy): that is `up`'s loop.
 
 pub mod filter;
@@ -127,6 +128,14 @@ impl ChangeSet {
     }
 }
 
+/// What ended a wait of [`Watcher::next_or_wake`].
+#[derive(Debug)]
+pub enum Wake {
+    Changes(ChangeSet),
+    /// The wake-up time came first.
+    Timer,
+}
+
 enum Message {
     Paths(Vec<PathBuf>),
     Error(notify::Error),
@@ -229,10 +238,31 @@ impl Watcher {
     /// no new one. `None` once `cancel` fires. Rounds that change nothing are returned too, so
     /// the caller can say why nothing happens.
     pub async fn next(&mut self, cancel: &CancellationToken) -> Option<ChangeSet> {
+        loop {
+            if let Wake::Changes(changes) = self.next_or_wake(cancel, None).await? {
+                return Some(changes);
+            }
+        }
+    }
+
+    /// [`Watcher::next`], or [`Wake::Timer`] at `wake` if no event has come by then (a round that
+    /// has begun is always finished first, so no event is lost to the timer).
+    pub async fn next_or_wake(
+        &mut self,
+        cancel: &CancellationToken,
+        wake: Option<tokio::time::Instant>,
+    ) -> Option<Wake> {
         let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
         let mut errors = Vec::new();
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let first = tokio::select! {
             m = self.rx.recv() => m?,
+            _ = timer => return Some(Wake::Timer),
             _ = cancel.cancelled() => return None,
         };
         take(first, &mut paths, &mut errors, &self.root);
@@ -260,7 +290,7 @@ impl Watcher {
         .await;
         let mut changes = classified.unwrap_or_default();
         changes.errors = errors;
-        Some(changes)
+        Some(Wake::Changes(changes))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -95,6 +95,38 @@ const CASES: &[Case] = &[
         args: &["render"],
     },
     Case {
+        name: "sync_unknown_field",
+        files: &[(
+            "devloop.yaml",
+            "name: minimal\nartifacts:\n  - image: minimal-web\n    sync:\n      - src: \"www/**\"\n        dest: /www\n        runs: [kill, -HUP, \"1\"]\nmanifests:\n  app: [k8s/]\n",
+        )],
+        args: &["render"],
+    },
+    Case {
+        name: "sync_run_names_no_program",
+        files: &[(
+            "devloop.yaml",
+            "name: minimal\nartifacts:\n  - image: minimal-web\n    sync:\n      - src: \"www/**\"\n        dest: /www\n        run: []\nmanifests:\n  app: [k8s/]\n",
+        )],
+        args: &["render"],
+    },
+    Case {
+        name: "sync_run_is_a_string",
+        files: &[(
+            "devloop.yaml",
+            "name: minimal\nartifacts:\n  - image: minimal-web\n    sync:\n      - src: \"www/**\"\n        dest: /www\n        run: kill -HUP 1\nmanifests:\n  app: [k8s/]\n",
+        )],
+        args: &["render"],
+    },
+    Case {
+        name: "sync_src_not_a_glob",
+        files: &[(
+            "devloop.yaml",
+            "name: minimal\nartifacts:\n  - image: minimal-web\n    sync:\n      - src: \"www/**\"\n        dest: /www\n      - src: \"static/[a\"\n        dest: /static\nmanifests:\n  app: [k8s/]\n",
+        )],
+        args: &["render"],
+    },
+    Case {
         name: "duplicate_resource",
         files: &[
             ("devloop.yaml", MINIMAL_PROJECT),

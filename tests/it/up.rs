@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Namespace, Tier, devloop_with, kubectl, sample};
+use crate::common::{
+    Background, Namespace, Tier, devloop_with, free_port, kubectl, sample, use_local_port,
+};
 
 /// `kubectl port-forward` to the web Service for the test's own requests.
 struct Forward {
@@ -179,20 +181,11 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
     let dir = project.path();
 
     // `devloop up` as a developer runs it: its own forward on localhost, logs, Ctrl+C to stop.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let yaml = std::fs::read_to_string(dir.join("devloop.yaml"))
-        .unwrap()
-        .replace("localPort: 8000", &format!("localPort: {port}"));
-    std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
-    // Outside the build context, which it would otherwise change.
-    let logs = tempfile::tempdir().unwrap();
-    let stderr_path = logs.path().join("up.stderr");
-    let running = Command::new(env!("CARGO_BIN_EXE_devloop"))
-        .args([
+    let port = free_port();
+    use_local_port(dir, port);
+    let mut running = Background::spawn(
+        dir,
+        &[
             "--context",
             &context,
             "-n",
@@ -200,14 +193,9 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
             "up",
             "--timeout",
             "240",
-        ])
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = running.id().to_string();
+        ],
+        &[],
+    );
     let mut health = None;
     for _ in 0..300 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -230,15 +218,14 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
         add_album(port, &title);
         http(port, "GET", "/", "", "").body.contains(&title)
     });
-    let _ = Command::new("kill").args(["-INT", &pid]).status();
-    let out = running.wait_with_output().unwrap();
-    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let code = running.stop();
+    let log = running.log();
     assert_eq!(
         served,
         Some(true),
         "GET 127.0.0.1:{port}/health/ through devloop's forward, then the new album on /:\n{log}"
     );
-    assert_eq!(out.status.code(), Some(0), "Ctrl+C ends up cleanly:\n{log}");
+    assert_eq!(code, Some(0), "Ctrl+C ends up cleanly:\n{log}");
     assert!(
         log.contains(&format!("forwarding http://127.0.0.1:{port}")),
         "{log}"
@@ -434,6 +421,8 @@ fn cluster_tier_ctrl_c_at_random_moments_keeps_the_persistent_tier() {
         .unwrap()
         .replace("manifests:\n", "manifests:\n  infra:\n    - k8s-infra/\n");
     std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
+    // Not 8000: a developer's own `devloop up` may hold it.
+    use_local_port(dir, free_port());
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -450,25 +439,11 @@ fn cluster_tier_ctrl_c_at_random_moments_keeps_the_persistent_tier() {
                 % 7700,
         );
         moments.push(delay.as_millis());
-        let child = Command::new(env!("CARGO_BIN_EXE_devloop"))
-            .args(["--context", &context, "-n", &ns.name, "up"])
-            .current_dir(dir)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut up = Background::spawn(dir, &["--context", &context, "-n", &ns.name, "up"], &[]);
         std::thread::sleep(delay);
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "run {run}, Ctrl+C after {delay:?}: {stderr}"
-        );
+        let code = up.stop();
+        let stderr = up.log();
+        assert_eq!(code, Some(0), "run {run}, Ctrl+C after {delay:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
 
         // The persistent tier, whenever it was created, is still there.

@@ -4,19 +4,21 @@
 //! ignores `.git`, editor files, `.gitignore`/`.devloopignore`/`.dockerignore`d paths, detects
 //! change by content and maps paths to artifacts or configuration. With the kind tier: `devloop
 //! up` serves an edit through its forward by sync and by rebuild, a no-op save and an ignored file
-//! trigger nothing, and a broken manifest keeps the old version serving until a good edit.
+//! trigger nothing, and a broken manifest keeps the old version serving until a good edit; sync
+//! rules' commands run once per round after the copy (a failing one is a warning, not a
+//! rebuild), and a deleted file is deleted in the container without a rebuild.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use devloop::config::{self, Selection};
-use devloop::watch::{ChangeSet, IgnoreReason, WatchSettings, Watcher};
+use devloop::watch::{ChangeSet, IgnoreReason, Wake, WatchSettings, Watcher};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Namespace, Tier, sample, write};
+use crate::common::{
+    Background, Namespace, Tier, free_port, http_get, sample, use_local_port, wait_http, write,
+};
 
 fn settings(debounce_ms: u64, poll: bool) -> WatchSettings {
     WatchSettings {
@@ -179,6 +181,27 @@ async fn changes_made_while_busy_form_the_next_round() {
 }
 
 #[tokio::test]
+async fn a_wake_up_time_ends_a_quiet_wait_but_never_a_round() {
+    let project = sample("minimal");
+    let dir = project.path();
+    let mut w = watcher(dir, &settings(300, false)).await;
+    let cancel = CancellationToken::new();
+    let soon = || Some(tokio::time::Instant::now() + Duration::from_millis(200));
+    let woke = w.next_or_wake(&cancel, soon()).await;
+    assert!(matches!(woke, Some(Wake::Timer)), "{woke:?}");
+    // A round that began before the wake-up time is finished, not cut short.
+    write(dir, "www/a.html", "a");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let round = w.next_or_wake(&cancel, soon()).await;
+    let Some(Wake::Changes(c)) = round else {
+        panic!("{round:?}");
+    };
+    assert_eq!(artifact_files(&c), ["www/a.html"]);
+    cancel.cancel();
+    assert!(w.next_or_wake(&cancel, soon()).await.is_none());
+}
+
+#[tokio::test]
 async fn polling_sees_changes_too() {
     let project = sample("minimal");
     let dir = project.path();
@@ -194,67 +217,25 @@ async fn polling_sees_changes_too() {
 
 // ---- cluster tier: `devloop up` end to end ----
 
-/// `devloop up` in the background; SIGINT on drop.
-struct Up {
-    child: Option<Child>,
-    stderr: std::path::PathBuf,
-}
-
-impl Up {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Wait until the log has `needle` after `from` bytes; the log from `from` on.
-    fn wait_log(&self, from: usize, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let log = self.log();
-            let tail = log.get(from..).unwrap_or("").to_string();
-            if tail.contains(needle) || Instant::now() > deadline {
-                return tail;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(&mut self) -> Option<i32> {
-        let child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-        child.wait_with_output().ok()?.status.code()
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn get(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    raw.starts_with("HTTP/1.").then_some(raw)
+/// `devloop up` on `dir` in `ns`, with its forward on `port`; waits until it watches and serves.
+fn up(dir: &Path, ns: &Namespace, port: u16, extra: &[&str]) -> Background {
+    use_local_port(dir, port);
+    let mut args = vec!["--context", &ns.context, "-n", &ns.name, "up", "--no-logs"];
+    args.extend_from_slice(extra);
+    let up = Background::spawn(dir, &args, &[]);
+    let started = up.wait_log(0, "watching ", Duration::from_secs(180));
+    assert!(started.contains("watching "), "{started}");
+    assert!(
+        served(port, "<h1>minimal</h1>", Duration::from_secs(60)),
+        "{}",
+        up.log()
+    );
+    up
 }
 
 /// Wait until the page on `port` contains `text`.
 fn served(port: u16, text: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if get(port).is_some_and(|body| body.contains(text)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    wait_http(port, "/", 200, text, within)
 }
 
 #[test]
@@ -267,36 +248,8 @@ fn cluster_tier_edits_are_served_and_broken_edits_keep_the_old_version() {
     let ns = Namespace::new(&context, "watch");
     let project = sample("minimal");
     let dir = project.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let yaml = std::fs::read_to_string(dir.join("devloop.yaml"))
-        .unwrap()
-        .replace("localPort: 8000", &format!("localPort: {port}"));
-    std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let stderr = logs.path().join("up.stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_devloop"))
-        .args(["--context", &context, "-n", &ns.name, "up", "--no-logs"])
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut up = Up {
-        child: Some(child),
-        stderr,
-    };
-    let started = up.wait_log(0, "watching ", Duration::from_secs(180));
-    assert!(started.contains("watching "), "{started}");
-    assert!(
-        served(port, "<h1>minimal</h1>", Duration::from_secs(60)),
-        "{}",
-        up.log()
-    );
+    let port = free_port();
+    let mut up = up(dir, &ns, port, &[]);
 
     // Sync path: the page changes in the running pod, no build.
     let page = dir.join("www/index.html");
@@ -425,6 +378,145 @@ fn cluster_tier_edits_are_served_and_broken_edits_keep_the_old_version() {
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The rules of the sync test: a failing command for `www/fail/`, one command shared by the
+/// `.html` and `.txt` rules that copies the page and counts its runs, where httpd serves both,
+/// and a rule into `/bin`, which the container's user may not change.
+const SYNC_RULES: &str = r#"    sync:
+      - src: "www/fail/**"
+        dest: /www/fail
+        run: ["sh", "-c", "echo starting; echo boom >&2; exit 3"]
+      - src: "www/**/*.html"
+        dest: /www
+        run: ["sh", "-c", "cp /www/index.html /www/copy.html; echo ran >> /www/runs.txt"]
+      - src: "www/**/*.txt"
+        dest: /www
+        run: ["sh", "-c", "cp /www/index.html /www/copy.html; echo ran >> /www/runs.txt"]
+      - src: "bin/*"
+        dest: /bin
+"#;
+
+#[test]
+fn cluster_tier_sync_runs_commands_deletes_files_and_rebuilds_when_it_cannot() {
+    let test = "cluster_tier_sync_runs_commands_deletes_files_and_rebuilds_when_it_cannot";
+    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+        return;
+    }
+    let context = Tier::KindCluster.context();
+    let ns = Namespace::new(&context, "sync");
+    let project = sample("minimal");
+    let dir = project.path();
+    let yaml = std::fs::read_to_string(dir.join("devloop.yaml")).unwrap();
+    let rules_at = yaml.find("    sync:\n").unwrap();
+    let rules_end = yaml[rules_at..].find("\nmanifests:").unwrap() + rules_at;
+    let yaml = format!("{}{SYNC_RULES}{}", &yaml[..rules_at], &yaml[rules_end..]);
+    std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
+    write(dir, "bin/sh", "#!/bin/sh\n");
+    let port = free_port();
+    // A quiet period long enough that two writes in a row are one round on a busy machine.
+    let mut up = up(dir, &ns, port, &["--debounce-ms", "300"]);
+    let get = |path: &str| http_get(port, path);
+
+    // Two files, two rules with the same command: copied, then the command runs once.
+    let page = dir.join("www/index.html");
+    let original = std::fs::read_to_string(&page).unwrap();
+    let mark = up.log().len();
+    let saved = Instant::now();
+    std::fs::write(
+        &page,
+        original.replace("<h1>minimal</h1>", "<h1>synced</h1>"),
+    )
+    .unwrap();
+    write(dir, "www/notes.txt", "a note\n");
+    let tail = up.wait_log(mark, "ran `", Duration::from_secs(30));
+    let reported = saved.elapsed();
+    assert!(
+        wait_http(
+            port,
+            "/copy.html",
+            200,
+            "<h1>synced</h1>",
+            Duration::from_secs(30)
+        ),
+        "the command's copy of the page is served:\n{}",
+        up.log()
+    );
+    let command = "`sh -c 'cp /www/index.html /www/copy.html; echo ran >> /www/runs.txt'`";
+    let line = tail
+        .lines()
+        .find(|l| l.contains("→ synced"))
+        .unwrap_or_else(|| panic!("no sync line:\n{tail}"));
+    assert!(
+        line.starts_with(
+            "minimal-web: www/index.html, www/notes.txt changed → synced to 1 pod in "
+        ) && line.ends_with(&format!(" ms, ran {command}")),
+        "{line}"
+    );
+    let runs = get("/runs.txt").expect("runs.txt is served");
+    assert!(runs.1.ends_with("\r\n\r\nran\n"), "ran once: {}", runs.1);
+    let ms: u64 = line
+        .split(" in ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    // Not the time to the served page: busybox httpd lingers a second before closing a 404.
+    eprintln!(
+        "MEASURE sync_and_run_ms={ms} save_to_line_ms={} (quiet period 300 ms)",
+        reported.as_millis()
+    );
+
+    // A command that fails: a warning with its exit code and stderr; the files are in, no rebuild.
+    let mark = up.log().len();
+    write(dir, "www/fail/x.html", "<p>fail</p>\n");
+    let tail = up.wait_log(mark, "exited with", Duration::from_secs(30));
+    assert!(
+        tail.contains(
+            "warning: minimal-web: www/fail/x.html changed → synced to 1 pod in "
+        ) && tail.contains(
+            "ran `sh -c 'echo starting; echo boom >&2; exit 3'`\n  `sh -c 'echo starting; echo boom >&2; exit 3'` exited with 3 in web-"
+        ) && tail.contains("/web\n    boom\n"),
+        "{tail}"
+    );
+    assert_eq!(get("/fail/x.html").map(|r| r.0), Some(200));
+
+    // A deleted file covered by a rule: gone from the container, the command runs, no rebuild.
+    let mark = up.log().len();
+    std::fs::remove_file(dir.join("www/notes.txt")).unwrap();
+    let tail = up.wait_log(mark, "removed from", Duration::from_secs(30));
+    assert!(
+        tail.contains("minimal-web: www/notes.txt removed → removed from 1 pod in ")
+            && tail.contains(&format!(" ms, ran {command}")),
+        "{tail}"
+    );
+    assert!(
+        wait_http(port, "/notes.txt", 404, "", Duration::from_secs(5)),
+        "{:?}",
+        get("/notes.txt")
+    );
+    assert!(get("/runs.txt").unwrap().1.ends_with("\r\n\r\nran\nran\n"));
+
+    std::thread::sleep(Duration::from_secs(1));
+    let log = up.log();
+    assert!(
+        !log.contains("rebuilding") && !log.contains("built and loaded"),
+        "{log}"
+    );
+
+    // A delete the container refuses (its user may not write /bin): rebuilt as before.
+    let mark = up.log().len();
+    std::fs::remove_file(dir.join("bin/sh")).unwrap();
+    let tail = up.wait_log(mark, "redeployed profile", Duration::from_secs(120));
+    assert!(
+        tail.contains(
+            "minimal-web: bin/sh removed → sync failed (failed to delete /bin/sh in web-"
+        ) && tail.contains("Permission denied")
+            && tail.contains("); rebuilding\n"),
+        "{tail}"
+    );
+    assert!(tail.contains("redeployed profile `dev`"), "{tail}");
+    assert_eq!(up.stop(), Some(0), "{}", up.log());
 }
 
 /// Not a test but a measurement for `bench/loop.sh` (run with `--ignored --nocapture`): watcher
