@@ -5,7 +5,8 @@
 # RSS/CPU of `devloop up` while watching, and watcher start/change latency on a 250k-file tree.
 # Needs Docker and a kind-shaped test cluster (started here if missing).
 #
-# Usage: bench/loop.sh [--edits N] [--files N]
+# Usage: bench/loop.sh [--edits N] [--django-edits N] [--files N]
+#   --django-edits: edits per path on samples/django for the table (default 5; 0 skips it)
 #   BENCH_CLUSTER=NAME  reuse or start cluster NAME (default devloop-bench), context kind-NAME
 #
 # Prints a table and a last line:
@@ -15,10 +16,12 @@
 set -euo pipefail
 
 EDITS=20
+DJANGO_EDITS=5
 FILES=250000
 while (($#)); do
   case "$1" in
     --edits) EDITS=$2; shift 2 ;;
+    --django-edits) DJANGO_EDITS=$2; shift 2 ;;
     --files) FILES=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -30,19 +33,21 @@ source "$(dirname "$0")/lib.sh"
 WORK=$(mktemp -d /tmp/devloop-loop.XXXXXX)
 NS=devloop-bench-loop-$$
 NS_BASE=devloop-bench-base-$$
+NS_DJANGO=devloop-bench-django-$$
 UP_PID=
 PF_PID=
 cleanup() {
   [[ -n "$UP_PID" ]] && kill -INT "$UP_PID" 2>/dev/null && wait "$UP_PID" 2>/dev/null || true
   [[ -n "$PF_PID" ]] && kill "$PF_PID" 2>/dev/null || true
-  kubectl --context "$CONTEXT" delete namespace "$NS" "$NS_BASE" --wait=false >/dev/null 2>&1 || true
-  docker rmi -f minimal-web:baseline >/dev/null 2>&1 || true
-  # Only the images this run built (other runs may use minimal-web images of their own).
-  if [[ -f "$WORK/up.stderr" ]]; then
-    for ref in $(grep -oE 'built minimal-web:dl-[0-9a-f]+' "$WORK/up.stderr" | cut -d' ' -f2 | sort -u); do
+  kubectl --context "$CONTEXT" delete namespace "$NS" "$NS_BASE" "$NS_DJANGO" --wait=false >/dev/null 2>&1 || true
+  docker rmi -f minimal-web:baseline musiccat-web:baseline >/dev/null 2>&1 || true
+  # Only the images this run built (other runs may use images of their own).
+  for log in "$WORK/up.stderr" "$WORK/django-up.stderr"; do
+    [[ -f "$log" ]] || continue
+    for ref in $(grep -oE 'built [a-z-]+:dl-[0-9a-f]+' "$log" | cut -d' ' -f2 | sort -u); do
       docker rmi -f "$ref" >/dev/null 2>&1 || true
     done
-  fi
+  done
   cd / && rm -rf "$WORK"
   bench_cleanup_cluster
 }
@@ -53,17 +58,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # save → served, measured in one process: write, then poll the page until it shows the marker.
 # Modes: sync (edit the page), rebuild (edit the Dockerfile and the page), baseline (the same edit
 # as rebuild, then the manual loop given as a command, then a request through a fresh port-forward).
+# PAGE (the file, relative to the project) and URL_PATH (where it is served) pick the page.
 measure() {
-  python3 - "$@" <<'PY'
-import subprocess, sys, time, urllib.request, re, statistics
+  PAGE=${PAGE:-www/index.html} URL_PATH=${URL_PATH:-/} python3 - "$@" <<'PY'
+import os, subprocess, sys, time, urllib.request, re, statistics
 mode, project, port, edits = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 manual = sys.argv[5] if len(sys.argv) > 5 else ""
-page = f"{project}/www/index.html"
+page = f"{project}/{os.environ['PAGE']}"
+url_path = os.environ["URL_PATH"]
 dockerfile = f"{project}/Dockerfile"
 original = open(page).read()
 def fetch(p):
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{p}/", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{p}{url_path}", timeout=2) as r:
             return r.read().decode()
     except Exception:
         return ""
@@ -85,10 +92,10 @@ for i in range(edits):
         p = int(sys.argv[7])
     else:
         pf, p = None, port
-    deadline = t0 + 180
+    deadline = t0 + 300
     while marker not in fetch(p):
         if time.monotonic() > deadline:
-            sys.exit(f"{mode} edit {i}: not served within 180 s")
+            sys.exit(f"{mode} edit {i}: not served within 300 s")
         time.sleep(0.01)
     ms = (time.monotonic() - t0) * 1000
     if pf:
@@ -152,6 +159,46 @@ kubectl --context $CONTEXT -n $NS_BASE rollout status deploy/web --timeout=120s"
 PF="exec kubectl --context $CONTEXT -n $NS_BASE port-forward service/web $BPORT:8080"
 read -r BASE_P50 BASE_P95 < <(measure baseline "$WORK/base" 0 "$EDITS" "$MANUAL" "$PF" "$BPORT")
 
+# ---- the Django sample: the same three loops, for the table ----
+# Sync: a template edit (runserver re-reads it); rebuild: the Dockerfile and the template (the
+# image's code layer changes); baseline: the manual loop against the same Deployment, which
+# `up --keep` leaves running, with the whole image loaded as `kind load docker-image` does.
+DJ_SYNC_P50=- DJ_SYNC_P95=- DJ_REBUILD_P50=- DJ_REBUILD_P95=- DJ_BASE_P50=- DJ_BASE_P95=-
+if ((DJANGO_EDITS > 0)); then
+  DJ=$WORK/django
+  cp -r "$ROOT/samples/django" "$DJ"
+  cp "$DJ/.env.example" "$DJ/.env"
+  DPORT=$(free_port)
+  sed -i "s/localPort: 8000/localPort: $DPORT/" "$DJ/devloop.yaml"
+  kubectl --context "$CONTEXT" create namespace "$NS_DJANGO" >/dev/null
+  (cd "$DJ" && exec "$DEVLOOP" --context "$CONTEXT" -n "$NS_DJANGO" up --no-logs --keep 2>"$WORK/django-up.stderr" >/dev/null) &
+  UP_PID=$!
+  echo "django: waiting for \`devloop up\` (postgres, redis, web)" >&2
+  for _ in $(seq 600); do grep -q "^watching " "$WORK/django-up.stderr" && break; sleep 0.5; done
+  grep -q "^watching " "$WORK/django-up.stderr" || { cat "$WORK/django-up.stderr" >&2; exit 1; }
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$DPORT/health/" >/dev/null && break; sleep 0.3; done
+  export PAGE=catalog/templates/catalog/index.html
+  echo "django sync path: $DJANGO_EDITS edits of $PAGE" >&2
+  read -r DJ_SYNC_P50 DJ_SYNC_P95 < <(measure sync "$DJ" "$DPORT" "$DJANGO_EDITS")
+  echo "django rebuild path: $DJANGO_EDITS edits of Dockerfile + $PAGE" >&2
+  read -r DJ_REBUILD_P50 DJ_REBUILD_P95 < <(measure rebuild "$DJ" "$DPORT" "$DJANGO_EDITS")
+  kill -INT "$UP_PID"; wait "$UP_PID" || true; UP_PID=
+
+  echo "django baseline: $DJANGO_EDITS edits, docker build → ctr import → rollout restart → wait → request" >&2
+  DJ_BUILD="docker build -q --target dev --build-arg BASE_IMAGE=python:3.12-slim -t musiccat-web:baseline '$DJ'"
+  DJ_IMPORT="docker save musiccat-web:baseline | docker exec -i $NODE ctr -n k8s.io images import --all-platforms --digests --snapshotter=overlayfs -"
+  bash -c "$DJ_BUILD && $DJ_IMPORT" >/dev/null
+  kubectl --context "$CONTEXT" -n "$NS_DJANGO" set image deploy/web web=musiccat-web:baseline >/dev/null
+  kubectl --context "$CONTEXT" -n "$NS_DJANGO" rollout status deploy/web --timeout=300s >/dev/null
+  DJ_BPORT=$(free_port)
+  DJ_MANUAL="$DJ_BUILD && $DJ_IMPORT && \
+kubectl --context $CONTEXT -n $NS_DJANGO rollout restart deploy/web && \
+kubectl --context $CONTEXT -n $NS_DJANGO rollout status deploy/web --timeout=300s"
+  DJ_PF="exec kubectl --context $CONTEXT -n $NS_DJANGO port-forward service/web $DJ_BPORT:8000"
+  read -r DJ_BASE_P50 DJ_BASE_P95 < <(measure baseline "$DJ" 0 "$DJANGO_EDITS" "$DJ_MANUAL" "$DJ_PF" "$DJ_BPORT")
+  unset PAGE
+fi
+
 # ---- the watcher on a large tree (no cluster) ----
 echo "watcher on a generated $FILES-file tree" >&2
 WATCH_LINE=$(DEVLOOP_BENCH_FILES=$FILES cargo test --release --quiet --manifest-path "$ROOT/Cargo.toml" \
@@ -165,6 +212,14 @@ printf '%-36s %10s %10s\n' "devloop sync (www/**)" "$SYNC_P50" "$SYNC_P95"
 printf '%-36s %10s %10s\n' "devloop rebuild (Dockerfile)" "$REBUILD_P50" "$REBUILD_P95"
 printf '%-36s %10s %10s\n' "baseline (build/import/restart)" "$BASE_P50" "$BASE_P95"
 printf '%-36s %10s\n' "baseline / rebuild" "${RATIO}x"
+if ((DJANGO_EDITS > 0)); then
+  DJ_RATIO=$(awk -v b="$DJ_BASE_P50" -v r="$DJ_REBUILD_P50" 'BEGIN { printf "%.1f", b / r }')
+  printf '%-36s %10s %10s\n' "samples/django: devloop sync" "$DJ_SYNC_P50" "$DJ_SYNC_P95"
+  printf '%-36s %10s %10s\n' "samples/django: devloop rebuild" "$DJ_REBUILD_P50" "$DJ_REBUILD_P95"
+  printf '%-36s %10s %10s\n' "samples/django: baseline" "$DJ_BASE_P50" "$DJ_BASE_P95"
+  printf '%-36s %10s\n' "samples/django: baseline / rebuild" "${DJ_RATIO}x"
+  printf '%-36s %10s\n' "samples/django: edits per path" "$DJANGO_EDITS"
+fi
 printf '%-36s %10s\n' "edits per path" "$EDITS"
 printf '%-36s %10s\n' "log lines: synced / rebuilding" "$SYNC_LINES / $REBUILD_LINES"
 printf '%-36s %10s\n' "idle RSS (MB)" "$IDLE_RSS_MB"

@@ -4,17 +4,24 @@
 //! the tag always describes what was built. An image whose tag already exists is not built again
 //! (the tag is a digest of every input), which also holds after devloop restarts. Artifacts build
 //! concurrently; the engine serialises what it must.
+//!
+//! BuildKit is the builder unless `DOCKER_BUILDKIT=0` says otherwise or the engine predates it:
+//! it caches by content and costs nothing for metadata steps (`CMD`, `LABEL`, `USER`), where
+//! the classic builder commits a container per step on every rebuild — on a small image that
+//! is most of the rebuild.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-
-use crate::tarstream::ChannelWriter;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::query_parameters::BuildImageOptions;
+use bollard::moby::buildkit::v1::StatusResponse;
+use bollard::models::BuildInfoAux;
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use futures_util::StreamExt;
+
+use crate::tarstream::ChannelWriter;
 
 use super::context::{BuildInput, ContextError, ContextFile};
 use crate::config::{Artifact, Project};
@@ -90,6 +97,40 @@ pub struct BuiltImage {
     pub outcome: Outcome,
 }
 
+/// Which of the engine's builders runs a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    BuildKit,
+    /// The builder before BuildKit: a container per step.
+    Classic,
+}
+
+/// BuildKit, unless `DOCKER_BUILDKIT` (Docker's own switch) says `0`, or the engine cannot run
+/// it: not a Linux engine, or older than API 1.39 (Docker 18.09), where BuildKit arrived.
+pub async fn choose_builder(docker: &Docker) -> Builder {
+    match std::env::var("DOCKER_BUILDKIT")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        Some("0" | "false") => return Builder::Classic,
+        Some("1" | "true") => return Builder::BuildKit,
+        _ => {}
+    }
+    let Ok(version) = docker.version().await else {
+        return Builder::Classic;
+    };
+    let linux = version.os.as_deref() == Some("linux");
+    let api = version.api_version.as_deref().and_then(|v| {
+        let (major, minor) = v.split_once('.')?;
+        Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
+    });
+    match (linux, api) {
+        (true, Some(api)) if api >= (1, 39) => Builder::BuildKit,
+        _ => Builder::Classic,
+    }
+}
+
 /// Build every artifact of `project` that is not already built, concurrently.
 /// `force` builds even when the tag exists (the engine's layer cache still applies).
 pub async fn build_all(
@@ -98,9 +139,11 @@ pub async fn build_all(
     printer: &Printer,
     force: bool,
 ) -> Result<Vec<BuiltImage>, BuildError> {
+    let builder = choose_builder(docker).await;
     let builds = project.artifacts.iter().map(|a| {
         build_one(
             docker,
+            builder,
             &project.name,
             project.registry.as_deref(),
             a,
@@ -127,6 +170,7 @@ pub async fn build_all(
 
 pub async fn build_one(
     docker: &Docker,
+    builder: Builder,
     project: &str,
     registry: Option<&str>,
     artifact: &Artifact,
@@ -158,7 +202,7 @@ pub async fn build_one(
         input.files.len()
     ));
     let (dockerfile_name, extra) = dockerfile_in_tar(artifact, &input.files);
-    let options = BuildImageOptions {
+    let mut options = BuildImageOptions {
         dockerfile: dockerfile_name,
         t: Some(reference.clone()),
         target: artifact.target.clone().unwrap_or_default(),
@@ -171,13 +215,17 @@ pub async fn build_one(
         forcerm: true,
         ..Default::default()
     };
+    if builder == Builder::BuildKit {
+        options.version = BuilderVersion::BuilderBuildKit;
+        // The session carries registry auth; one per build, as the docker CLI does.
+        options.session = Some(format!("devloop-{}-{}", std::process::id(), reference));
+    }
     let files = input.files;
     let (body, writer) =
         crate::tarstream::spawn(move |sink| write_tar(sink, &files, extra.as_ref()));
     let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
 
-    let mut step: Option<String> = None;
-    let mut step_output: Vec<String> = Vec::new();
+    let mut progress = Progress::new(&image, printer);
     let mut failure: Option<String> = None;
     while let Some(item) = stream.next().await {
         match item {
@@ -185,21 +233,11 @@ pub async fn build_one(
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                     failure = Some(detail);
                 }
-                let Some(text) = info.stream else { continue };
-                for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-                    if line.starts_with("Step ") {
-                        step = Some(line.to_string());
-                        step_output.clear();
-                        printer.info(&format!("{image}: {line}"));
-                    } else {
-                        if printer.verbose() > 0 {
-                            printer.info(&format!("{image}:   {line}"));
-                        }
-                        step_output.push(line.to_string());
-                        if step_output.len() > FAILED_STEP_LINES {
-                            step_output.remove(0);
-                        }
-                    }
+                if let Some(BuildInfoAux::BuildKit(status)) = info.aux {
+                    progress.buildkit(status);
+                }
+                if let Some(text) = info.stream {
+                    progress.classic(&text);
                 }
             }
             Err(bollard::errors::Error::DockerStreamError { error }) => failure = Some(error),
@@ -216,11 +254,12 @@ pub async fn build_one(
         return Err(BuildError::Stream { image, source });
     }
     if let Some(message) = failure {
+        let (step, output) = progress.failed_step();
         return Err(BuildError::Failed {
             image,
             step: step.map(|s| format!("`{s}`")),
             message: message.trim().to_string(),
-            output: step_output,
+            output,
         });
     }
     let id = docker
@@ -243,6 +282,103 @@ pub async fn build_one(
         id,
         outcome: Outcome::Built { took },
     })
+}
+
+/// Turns the engine's build output into one line per step, and keeps each step's last lines
+/// for the error when one fails. The classic builder sends text ("Step 2/5 : COPY …"); BuildKit
+/// sends status updates of a graph of vertices, where a Dockerfile step is named "[2/5] COPY …".
+struct Progress<'a> {
+    image: &'a str,
+    printer: &'a Printer,
+    /// Classic: the step running now and its output so far.
+    step: Option<String>,
+    output: VecDeque<String>,
+    /// BuildKit: vertex digest → its step.
+    vertices: HashMap<String, Vertex>,
+    /// BuildKit: the vertex that reported an error.
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Vertex {
+    name: String,
+    announced: bool,
+    output: VecDeque<String>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(image: &'a str, printer: &'a Printer) -> Self {
+        Progress {
+            image,
+            printer,
+            step: None,
+            output: VecDeque::new(),
+            vertices: HashMap::new(),
+            failed: None,
+        }
+    }
+
+    fn classic(&mut self, text: &str) {
+        for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+            if line.starts_with("Step ") {
+                self.step = Some(line.to_string());
+                self.output.clear();
+                self.printer.info(&format!("{}: {line}", self.image));
+            } else {
+                if self.printer.verbose() > 0 {
+                    self.printer.info(&format!("{}:   {line}", self.image));
+                }
+                keep_last(&mut self.output, line);
+            }
+        }
+    }
+
+    fn buildkit(&mut self, status: StatusResponse) {
+        let verbose = self.printer.verbose() > 0;
+        for v in status.vertexes {
+            let vertex = self.vertices.entry(v.digest.clone()).or_default();
+            vertex.name = v.name;
+            if !v.error.is_empty() {
+                self.failed = Some(v.digest);
+            }
+            // Dockerfile steps are "[n/m] …" (or "[stage n/m] …"); the rest is BuildKit's own
+            // bookkeeping (loading the context, exporting), shown with -v.
+            let step = vertex.name.starts_with('[') && !vertex.name.starts_with("[internal]");
+            if !vertex.announced && (v.started.is_some() || v.cached) && (step || verbose) {
+                vertex.announced = true;
+                self.printer
+                    .info(&format!("{}: {}", self.image, vertex.name));
+            }
+        }
+        for log in status.logs {
+            let vertex = self.vertices.entry(log.vertex).or_default();
+            for line in String::from_utf8_lossy(&log.msg).lines() {
+                let line = line.trim_end();
+                if line.is_empty() {
+                    continue;
+                }
+                if verbose {
+                    self.printer.info(&format!("{}:   {line}", self.image));
+                }
+                keep_last(&mut vertex.output, line);
+            }
+        }
+    }
+
+    /// The step that failed and its last lines of output.
+    fn failed_step(mut self) -> (Option<String>, Vec<String>) {
+        if let Some(vertex) = self.failed.and_then(|d| self.vertices.remove(&d)) {
+            return (Some(vertex.name), vertex.output.into());
+        }
+        (self.step, self.output.into())
+    }
+}
+
+fn keep_last(lines: &mut VecDeque<String>, line: &str) {
+    if lines.len() == FAILED_STEP_LINES {
+        lines.pop_front();
+    }
+    lines.push_back(line.to_string());
 }
 
 /// The Dockerfile's name inside the tar, and an extra entry when the context lacks it

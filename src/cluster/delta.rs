@@ -9,8 +9,9 @@
 //!
 //! Any failure here is reported to the caller, which falls back to the full import in `load`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
+use std::sync::Mutex;
 
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -40,6 +41,13 @@ pub enum DeltaError {
     Node(#[from] ExecError),
     #[error("failed to stream the image archive")]
     Stream(#[source] std::io::Error),
+}
+
+impl DeltaError {
+    /// The node container went away: looking again cannot help.
+    pub fn node_gone(&self) -> bool {
+        matches!(self, DeltaError::Node(ExecError::NodeGone { .. }))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,25 +191,50 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-/// What a node's containerd holds: blob digests and snapshot keys.
-async fn inventory(
+/// What each node held at devloop's last look, plus what devloop imported since: a load in the
+/// inner loop then needs no look of its own (two execs, most of a small load). It is wrong only
+/// when something else removed content from the node (the kubelet's image GC); the import then
+/// fails, and the caller forgets the node, looks again and retries.
+static KNOWN: Mutex<BTreeMap<String, HashSet<String>>> = Mutex::new(BTreeMap::new());
+
+fn known() -> std::sync::MutexGuard<'static, BTreeMap<String, HashSet<String>>> {
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What `node` holds: remembered from this process's last look and imports (`true`), or asked.
+pub async fn held(
+    docker: &Docker,
+    node: &str,
+    snapshotter: &str,
+) -> Result<(HashSet<String>, bool), ExecError> {
+    if let Some(held) = known().get(node) {
+        return Ok((held.clone(), true));
+    }
+    let held = inventory(docker, node, snapshotter).await?;
+    known().insert(node.to_string(), held.clone());
+    Ok((held, false))
+}
+
+/// Drop what devloop remembers of `node` (after an import that the memory misled).
+pub fn forget(node: &str) {
+    known().remove(node);
+}
+
+/// What a node's containerd holds: blob digests and snapshot keys. Asked while the push runs,
+/// so it costs no time of its own.
+pub async fn inventory(
     docker: &Docker,
     node: &str,
     snapshotter: &str,
 ) -> Result<HashSet<String>, ExecError> {
-    let content = exec(
-        docker,
-        node,
-        &["ctr", "--namespace=k8s.io", "content", "ls", "-q"],
-    )
-    .await?;
     let flag = format!("--snapshotter={snapshotter}");
-    let snapshots = exec(
-        docker,
-        node,
-        &["ctr", "--namespace=k8s.io", "snapshots", &flag, "ls"],
-    )
-    .await?;
+    let content_cmd = ["ctr", "--namespace=k8s.io", "content", "ls", "-q"];
+    let snapshots_cmd = ["ctr", "--namespace=k8s.io", "snapshots", &flag, "ls"];
+    let (content, snapshots) = tokio::join!(
+        exec(docker, node, &content_cmd),
+        exec(docker, node, &snapshots_cmd)
+    );
+    let (content, snapshots) = (content?, snapshots?);
     let mut held: HashSet<String> = content.lines().map(|l| l.trim().to_string()).collect();
     // `snapshots ls` prints "KEY PARENT KIND"; committed layer snapshots are keyed by chain ID.
     held.extend(
@@ -213,17 +246,17 @@ async fn inventory(
     Ok(held)
 }
 
-/// Import `pushed` into `node` as `reference`, sending only layers the node lacks.
-/// Returns how many layer blobs were sent.
+/// Import `pushed` into `node` as `reference`, sending only layers the node lacks (`held`, from
+/// [`inventory`]). Returns how many layer blobs were sent.
 pub async fn import(
     docker: &Docker,
     node: &str,
     snapshotter: &str,
+    held: &HashSet<String>,
     store: &Store,
     pushed: &Pushed,
     reference: &str,
 ) -> Result<usize, DeltaError> {
-    let held = inventory(docker, node, snapshotter).await?;
     let mut blobs = vec![pushed.manifest.digest.clone(), pushed.config.clone()];
     for (blob, diff, chain) in &pushed.layers {
         if !(held.contains(blob) || held.contains(diff) || held.contains(chain)) {
@@ -276,6 +309,12 @@ pub async fn import(
     let written = writer.await.expect("archive writer does not panic");
     imported?;
     written.map_err(DeltaError::Stream)?;
+    if let Some(node_held) = known().get_mut(node) {
+        node_held.extend([pushed.manifest.digest.clone(), pushed.config.clone()]);
+        for (blob, diff, chain) in &pushed.layers {
+            node_held.extend([blob.clone(), diff.clone(), chain.clone()]);
+        }
+    }
     Ok(sent)
 }
 

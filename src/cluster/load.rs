@@ -7,6 +7,8 @@
 //! image once from Docker and stream it into `ctr images import` on every node that needs it, in
 //! parallel, with the snapshotter the node's CRI plugin uses (as `kind load docker-image` does).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -101,9 +103,27 @@ pub async fn node_has(docker: &Docker, node: &str, reference: &str) -> Result<bo
 }
 
 /// The snapshotter the node's CRI plugin unpacks images with (kind reads it the same way).
+/// Remembered per node for the life of the process: it is fixed when the node starts, and
+/// asking costs an exec on every load of the inner loop.
 pub async fn snapshotter(docker: &Docker, node: &str) -> Result<String, ExecError> {
+    static KNOWN: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+    let known = |node: &str| {
+        KNOWN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    };
+    if let Some(snapshotter) = known(node) {
+        return Ok(snapshotter);
+    }
     let dump = exec(docker, node, &["containerd", "config", "dump"]).await?;
-    Ok(parse_snapshotter(&dump).unwrap_or_else(|| "overlayfs".to_string()))
+    let snapshotter = parse_snapshotter(&dump).unwrap_or_else(|| "overlayfs".to_string());
+    KNOWN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(node.to_string(), snapshotter.clone());
+    Ok(snapshotter)
 }
 
 fn parse_snapshotter(dump: &str) -> Option<String> {
@@ -173,24 +193,43 @@ impl<'a> Loader<'a> {
         let mut fallback = missing.clone();
         if let Some(registry) = &self.registry {
             let started = Instant::now();
-            match delta::push(self.docker, registry, image).await {
+            // Ask the nodes what they hold while the push runs: neither needs the other.
+            let looking = futures_util::future::join_all(missing.iter().map(|node| async {
+                let snapshotter = snapshotter(self.docker, node).await?;
+                let (held, remembered) = delta::held(self.docker, node, &snapshotter).await?;
+                Ok::<_, ExecError>((snapshotter, held, remembered))
+            }));
+            let (pushed, looked) = tokio::join!(delta::push(self.docker, registry, image), looking);
+            match pushed {
                 Err(e) => printer.warn(&format!(
                     "{}: {}; loading the whole image instead",
                     image.image,
                     crate::error::one_line(&e)
                 )),
                 Ok(pushed) => {
-                    let imports = missing.iter().map(|node| async {
-                        let snapshotter = snapshotter(self.docker, node).await?;
-                        delta::import(
-                            self.docker,
-                            node,
-                            &snapshotter,
-                            registry.store(),
-                            &pushed,
-                            &image.reference,
-                        )
-                        .await
+                    let imports = missing.iter().zip(looked).map(|(node, looked)| async {
+                        let (snapshotter, held, remembered) = looked?;
+                        let import = |held| {
+                            delta::import(
+                                self.docker,
+                                node,
+                                &snapshotter,
+                                held,
+                                registry.store(),
+                                &pushed,
+                                &image.reference,
+                            )
+                        };
+                        match import(&held).await {
+                            // Remembered wrongly (content removed behind devloop's back): look.
+                            Err(e) if remembered && !e.node_gone() => {
+                                delta::forget(node);
+                                let (held, _) =
+                                    delta::held(self.docker, node, &snapshotter).await?;
+                                import(&held).await
+                            }
+                            result => result,
+                        }
                     });
                     let results = futures_util::future::join_all(imports).await;
                     fallback.clear();

@@ -68,10 +68,14 @@ pub async fn run(global: &GlobalArgs, args: &DoctorArgs, printer: &Printer) -> R
     let mut nodes = Vec::new();
     match &engine {
         Ok(e) => {
+            let builder = match build::docker::choose_builder(&e.docker).await {
+                build::docker::Builder::BuildKit => "BuildKit",
+                build::docker::Builder::Classic => "the classic builder",
+            };
             checks.push(Check::ok(
                 "docker",
                 format!(
-                    "Docker Engine {} (API {}) at {}",
+                    "Docker Engine {} (API {}) at {}, builds with {builder}",
                     e.version,
                     e.api_version,
                     engine::host()

@@ -91,12 +91,22 @@ fn default_dockerfile() -> String {
     "Dockerfile".to_string()
 }
 
-/// Live sync: files matching `src` (a glob relative to the context) are copied under `dest`.
+/// Live sync: files matching `src` (a glob relative to the context) are copied under `dest`, and
+/// files it covers that are deleted locally are deleted there; then `run` runs, if given.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SyncRule {
+    /// A glob relative to the build context, e.g. `www/**` or `app/**/*.py`.
     pub src: String,
+    /// The directory in the container that the part of the path below `src`'s fixed directories
+    /// goes to: with `src: "www/**"` and `dest: /www`, `www/css/a.css` → `/www/css/a.css`.
     pub dest: String,
+    /// A command (program and arguments, no shell) run in each container that received files,
+    /// after the copy; once per round even if several rules name the same command. Use
+    /// `["sh", "-c", "…"]` for a shell, `["kill", "-HUP", "1"]` to make the server reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub run: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -221,6 +231,35 @@ pub struct ContainerPatch {
     /// Merged into the container's resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesPatch>,
+    /// Merged into the container's readiness probe (RFC 7386: `null` removes a field, or the
+    /// probe), e.g. `{periodSeconds: 1}` for a dev profile that should take traffic sooner.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub readiness_probe: Option<serde_json::Value>,
+    /// Merged into the container's liveness probe, as `readinessProbe`.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub liveness_probe: Option<serde_json::Value>,
+    /// Merged into the container's startup probe, as `readinessProbe`.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub startup_probe: Option<serde_json::Value>,
+}
+
+/// A field that is present, even as `null` (which plain `Option` would read as absent).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

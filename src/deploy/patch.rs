@@ -1,8 +1,8 @@
 //! Applying a profile's patches to the loaded objects.
 //!
 //! A patch selects one object by kind and name and changes it in a fixed order: `replicas`, then
-//! `containers` (by container name: image, command, args, env by variable name, resources merged),
-//! then `merge` (an RFC 7386 JSON merge patch). A patch that matches nothing, or more than one
+//! `containers` (by container name: image, command, args, env by variable name, resources and
+//! probes merged), then `merge` (an RFC 7386 JSON merge patch). A patch that matches nothing, or more than one
 //! object, is an error that points at the patch.
 
 use serde_json::{Map, Value, json};
@@ -222,6 +222,19 @@ fn patch_container(container: &mut Map<String, Value>, change: &ContainerPatch) 
             }
         }
     }
+    for (key, probe) in [
+        ("readinessProbe", &change.readiness_probe),
+        ("livenessProbe", &change.liveness_probe),
+        ("startupProbe", &change.startup_probe),
+    ] {
+        let Some(probe) = probe else { continue };
+        if probe.is_null() {
+            container.remove(key);
+            continue;
+        }
+        let target = container.entry(key).or_insert(Value::Null);
+        merge_patch(target, probe);
+    }
 }
 
 /// RFC 7386: objects merge key by key, `null` removes a key, anything else replaces.
@@ -255,5 +268,30 @@ mod tests {
             &json!({"a": {"b": null, "c": [3], "e": true}, "f": 1}),
         );
         assert_eq!(doc, json!({"a": {"c": [3], "e": true}, "d": "x", "f": 1}));
+    }
+
+    #[test]
+    fn probes_merge_and_null_removes_one() {
+        let mut container = json!({
+            "name": "web",
+            "readinessProbe": {"httpGet": {"path": "/health/", "port": "http"}, "periodSeconds": 5},
+            "livenessProbe": {"tcpSocket": {"port": 8000}}
+        });
+        let change: ContainerPatch = serde_json::from_value(json!({
+            "readinessProbe": {"periodSeconds": 1, "initialDelaySeconds": 1},
+            "livenessProbe": null,
+            "startupProbe": {"tcpSocket": {"port": 8000}}
+        }))
+        .unwrap();
+        patch_container(container.as_object_mut().unwrap(), &change);
+        assert_eq!(
+            container,
+            json!({
+                "name": "web",
+                "readinessProbe": {"httpGet": {"path": "/health/", "port": "http"},
+                    "periodSeconds": 1, "initialDelaySeconds": 1},
+                "startupProbe": {"tcpSocket": {"port": 8000}}
+            })
+        );
     }
 }

@@ -386,6 +386,7 @@ impl Target {
             .into_iter()
             .filter(|p| selector.matches(p.labels()) && is_ready(p))
             .collect();
+        ready = newest_revision(ready);
         ready.sort_by_key(|p| p.name_any());
         let endpoints: Vec<Endpoint> = ready
             .iter()
@@ -538,6 +539,46 @@ pub(super) fn is_ready(pod: &Pod) -> bool {
             .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
+/// The labels Deployments and StatefulSets put on a pod to name the template it was made from.
+const REVISION_LABELS: [&str; 2] = ["pod-template-hash", "controller-revision-hash"];
+
+/// During a rollout the old pods stay Ready until the new ones are: new connections go to the
+/// newest revision only, so a redeploy is served from the moment its first pod is Ready (and
+/// not, by turns, by the version being replaced). Pods are grouped by their labels without the
+/// revision label, so a Service over two workloads still reaches both.
+fn newest_revision(ready: Vec<Arc<Pod>>) -> Vec<Arc<Pod>> {
+    fn revision(pod: &Pod) -> Option<&String> {
+        REVISION_LABELS.iter().find_map(|l| pod.labels().get(*l))
+    }
+    fn family(pod: &Pod) -> BTreeMap<String, String> {
+        let mut labels = pod.labels().clone();
+        labels.retain(|k, _| !REVISION_LABELS.contains(&k.as_str()));
+        labels
+    }
+    let mut newest: Vec<(BTreeMap<String, String>, &Pod)> = Vec::new();
+    for pod in &ready {
+        let key = family(pod);
+        match newest.iter_mut().find(|(f, _)| *f == key) {
+            Some((_, best)) if best.creation_timestamp() < pod.creation_timestamp() => *best = pod,
+            Some(_) => {}
+            None => newest.push((key, pod)),
+        }
+    }
+    let keep: Vec<(BTreeMap<String, String>, Option<String>)> = newest
+        .into_iter()
+        .map(|(f, p)| (f, revision(p).cloned()))
+        .collect();
+    ready
+        .iter()
+        .filter(|p| {
+            let key = family(p);
+            keep.iter()
+                .any(|(f, r)| *f == key && (r.is_none() || r.as_ref() == revision(p)))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The number of the container port called `name`.
 fn named_port(pod: &Pod, name: &str) -> Option<u16> {
     pod.spec
@@ -570,6 +611,35 @@ mod tests {
         let mut unready = ready;
         unready["status"]["conditions"][0]["status"] = "False".into();
         assert!(!is_ready(&pod(unready)));
+    }
+
+    #[test]
+    fn new_connections_go_to_the_newest_revision() {
+        let pod = |name: &str, app: &str, hash: &str, created: &str| {
+            Arc::new(pod(serde_json::json!({
+                "metadata": {"name": name, "creationTimestamp": created,
+                    "labels": {"app": app, "pod-template-hash": hash}},
+            })))
+        };
+        let names = |pods: Vec<Arc<Pod>>| {
+            let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+            names.sort();
+            names
+        };
+        let old1 = pod("web-old-1", "web", "aaa", "2026-01-01T00:00:00Z");
+        let old2 = pod("web-old-2", "web", "aaa", "2026-01-01T00:00:01Z");
+        let new1 = pod("web-new-1", "web", "bbb", "2026-01-01T00:01:00Z");
+        let api = pod("api-1", "api", "ccc", "2025-01-01T00:00:00Z");
+        // Before the new revision is Ready: the old pods.
+        assert_eq!(
+            names(newest_revision(vec![old1.clone(), old2.clone()])),
+            ["web-old-1", "web-old-2"]
+        );
+        // Once one new pod is Ready: only it; other workloads keep theirs.
+        assert_eq!(
+            names(newest_revision(vec![old1, old2, new1, api])),
+            ["api-1", "web-new-1"]
+        );
     }
 
     #[test]

@@ -217,19 +217,25 @@ fn docker_tier_a_failing_step_is_reported_with_its_output() {
         "Dockerfile",
         "FROM scratch\nCOPY www /www\nCOPY missing.txt /\n",
     );
-    let run = devloop(project.path(), &["build", "--no-load"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("error: build of"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("failed at `Step 3/") && run.stderr.contains(": COPY missing.txt /`"),
-        "names the step: {}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("missing.txt"),
-        "says what is missing: {}",
-        run.stderr
-    );
+    // Both builders: BuildKit (the default) names steps "[2/2] …", the classic one "Step 3/4 : …" (its label is a step).
+    for (buildkit, step) in [
+        ("1", "failed at `[2/2] COPY missing.txt /`"),
+        ("0", "failed at `Step 3/4 : COPY missing.txt /`"),
+    ] {
+        let run = devloop_with(
+            project.path(),
+            &["build", "--no-load"],
+            &[("DOCKER_BUILDKIT", buildkit)],
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains("error: build of"), "{}", run.stderr);
+        assert!(run.stderr.contains(step), "names the step: {}", run.stderr);
+        assert!(
+            run.stderr.contains("missing.txt"),
+            "says what is missing: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]

@@ -90,6 +90,9 @@ pub enum Tier {
     KindCluster,
     /// A minikube-shaped test cluster; its context in `DEVLOOP_TEST_MINIKUBE_CONTEXT`.
     MinikubeCluster,
+    /// A minikube-shaped test cluster with the docker runtime; its context in
+    /// `DEVLOOP_TEST_MINIKUBE_DOCKER_CONTEXT`, its client certificates under `MINIKUBE_HOME`.
+    MinikubeDockerCluster,
 }
 
 impl Tier {
@@ -98,6 +101,7 @@ impl Tier {
             Tier::Docker => "docker",
             Tier::KindCluster => "kind-cluster",
             Tier::MinikubeCluster => "minikube-cluster",
+            Tier::MinikubeDockerCluster => "minikube-docker-cluster",
         }
     }
 
@@ -107,6 +111,7 @@ impl Tier {
             Tier::Docker => return String::new(),
             Tier::KindCluster => "DEVLOOP_TEST_KIND_CONTEXT",
             Tier::MinikubeCluster => "DEVLOOP_TEST_MINIKUBE_CONTEXT",
+            Tier::MinikubeDockerCluster => "DEVLOOP_TEST_MINIKUBE_DOCKER_CONTEXT",
         };
         std::env::var(var).unwrap_or_default()
     }
@@ -118,6 +123,9 @@ impl Tier {
             Tier::KindCluster | Tier::MinikubeCluster => {
                 docker_missing().or_else(|| cluster_missing(self))
             }
+            Tier::MinikubeDockerCluster => docker_missing()
+                .or_else(|| cluster_missing(self))
+                .or_else(|| minikube_certs_missing(&self.context())),
         };
         let Some(why) = missing else {
             return true;
@@ -138,18 +146,16 @@ impl Tier {
 fn cluster_missing(tier: Tier) -> Option<String> {
     let context = tier.context();
     if context.is_empty() {
+        let (shape, var) = match tier {
+            Tier::MinikubeCluster => (" --shape minikube", "DEVLOOP_TEST_MINIKUBE_CONTEXT=NAME"),
+            Tier::MinikubeDockerCluster => (
+                " --shape minikube-docker",
+                "DEVLOOP_TEST_MINIKUBE_DOCKER_CONTEXT=NAME (and MINIKUBE_HOME as for up.sh)",
+            ),
+            _ => ("", "DEVLOOP_TEST_KIND_CONTEXT=kind-NAME"),
+        };
         return Some(format!(
-            "no test cluster: start one with `tests/cluster/up.sh NAME{}` and set {}",
-            if matches!(tier, Tier::MinikubeCluster) {
-                " --shape minikube"
-            } else {
-                ""
-            },
-            if matches!(tier, Tier::MinikubeCluster) {
-                "DEVLOOP_TEST_MINIKUBE_CONTEXT=NAME"
-            } else {
-                "DEVLOOP_TEST_KIND_CONTEXT=kind-NAME"
-            },
+            "no test cluster: start one with `tests/cluster/up.sh NAME{shape}` and set {var}"
         ));
     }
     let out = Command::new("kubectl")
@@ -169,6 +175,41 @@ fn cluster_missing(tier: Tier) -> Option<String> {
         )),
         Err(e) => Some(format!("kubectl is not installed ({e})")),
     }
+}
+
+/// minikube's directory as minikube (and devloop) computes it from `MINIKUBE_HOME`.
+pub fn minikube_path() -> PathBuf {
+    match std::env::var("MINIKUBE_HOME")
+        .ok()
+        .filter(|h| !h.is_empty())
+    {
+        None => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".minikube"),
+        Some(h) if Path::new(&h).file_name().is_some_and(|n| n == ".minikube") => PathBuf::from(h),
+        Some(h) => PathBuf::from(h).join(".minikube"),
+    }
+}
+
+/// The docker-runtime tier reaches the node's engine with the client certificates up.sh wrote
+/// into minikube's home: a different `MINIKUBE_HOME` here is a setup mistake, named as such.
+fn minikube_certs_missing(node: &str) -> Option<String> {
+    let certs = minikube_path().join("certs");
+    if certs.join("cert.pem").is_file() {
+        return None;
+    }
+    let written = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{ index .Config.Labels \"devloop.test/minikube-home\" }}",
+            node,
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Some(format!(
+        "no minikube client certificates in {}: set MINIKUBE_HOME as for `tests/cluster/up.sh` (it wrote them to {written:?})",
+        certs.display()
+    ))
 }
 
 fn docker_missing() -> Option<String> {
@@ -267,4 +308,129 @@ impl Drop for Namespace {
             &["delete", "namespace", &self.name, "--wait=false"],
         );
     }
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Point the project's `localPort: 8000` forward at `port`, so tests never collide on 8000.
+pub fn use_local_port(dir: &Path, port: u16) {
+    let yaml = std::fs::read_to_string(dir.join("devloop.yaml"))
+        .unwrap()
+        .replace("localPort: 8000", &format!("localPort: {port}"));
+    std::fs::write(dir.join("devloop.yaml"), yaml).unwrap();
+}
+
+/// `devloop ARGS` running in the background (e.g. `up`), its stderr in a file outside the
+/// project (which may be a build context); Ctrl+C (SIGINT) when stopped or dropped.
+pub struct Background {
+    child: Option<std::process::Child>,
+    stderr: PathBuf,
+    _logs: tempfile::TempDir,
+}
+
+impl Background {
+    pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let logs = tempfile::tempdir().unwrap();
+        let stderr = logs.path().join("devloop.stderr");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_devloop"));
+        cmd.args(args)
+            .current_dir(dir)
+            .env_remove("DEVLOOP_PROFILE")
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self {
+            child: Some(cmd.spawn().expect("the devloop binary runs")),
+            stderr,
+            _logs: logs,
+        }
+    }
+
+    /// Everything it printed on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Wait until the log has `needle` after `from` bytes (or `within` passes); the log from
+    /// `from` on.
+    pub fn wait_log(&self, from: usize, needle: &str, within: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = self.log();
+            let tail = log.get(from..).unwrap_or("").to_string();
+            if tail.contains(needle) || std::time::Instant::now() > deadline {
+                return tail;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Ctrl+C, then its exit code once it has stopped (`None` if it was already stopped).
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        child.wait().ok()?.code()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status and the whole response (head and body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .ok()?;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .strip_prefix("HTTP/1.")?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, raw))
+}
+
+/// Wait until `GET path` answers `status` with `text` in the response; whether it did.
+pub fn wait_http(
+    port: u16,
+    path: &str,
+    status: u16,
+    text: &str,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if http_get(port, path).is_some_and(|(s, body)| s == status && body.contains(text)) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
 }

@@ -11,6 +11,8 @@ mod doctor;
 mod forward;
 mod init;
 mod logs;
+mod minikube_docker;
+mod outage;
 mod render;
 mod schema;
 mod up;
