@@ -23,7 +23,9 @@ pub fn devloop(dir: &Path, args: &[&str]) -> Run {
     devloop_with(dir, args, &[])
 }
 
-pub fn devloop_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+/// The devloop binary with `args` in `dir`, its environment cleaned of the developer's settings
+/// (profile, log filter, colours) and `env` added.
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_devloop"));
     cmd.args(args)
         .current_dir(dir)
@@ -34,7 +36,13 @@ pub fn devloop_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("the devloop binary runs");
+    cmd
+}
+
+pub fn devloop_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = command(dir, args, env)
+        .output()
+        .expect("the devloop binary runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -54,6 +62,22 @@ pub fn sample(name: &str) -> tempfile::TempDir {
         std::fs::copy(&example, tmp.path().join(".env")).unwrap();
     }
     tmp
+}
+
+/// What most cluster tests start from: the kind test cluster's context, a namespace of their
+/// own and a copy of `samples/SAMPLE`. `None` when Docker or the cluster is missing (the tier
+/// said so).
+pub fn kind_sample_test(
+    test: &str,
+    namespace: &str,
+    sample_name: &str,
+) -> Option<(String, Namespace, tempfile::TempDir)> {
+    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+        return None;
+    }
+    let context = Tier::KindCluster.context();
+    let ns = Namespace::new(&context, namespace);
+    Some((context, ns, sample(sample_name)))
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -339,17 +363,9 @@ impl Background {
     pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let logs = tempfile::tempdir().unwrap();
         let stderr = logs.path().join("devloop.stderr");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_devloop"));
-        cmd.args(args)
-            .current_dir(dir)
-            .env_remove("DEVLOOP_PROFILE")
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::null())
+        let mut cmd = command(dir, args, env);
+        cmd.stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         Self {
             child: Some(cmd.spawn().expect("the devloop binary runs")),
             stderr,
@@ -383,6 +399,20 @@ impl Background {
             .args(["-INT", &child.id().to_string()])
             .status();
         child.wait().ok()?.code()
+    }
+
+    /// Ctrl+C, and check that devloop stopped as a user expects: exit 0, the profile tier's
+    /// `objects` removed, no panic. Returns the whole log.
+    pub fn stop_in_order(&mut self, objects: usize) -> String {
+        let code = self.stop();
+        let log = self.log();
+        assert_eq!(code, Some(0), "{log}");
+        assert!(
+            log.contains(&format!("removed {objects} object(s) of the profile tier")),
+            "{log}"
+        );
+        assert!(!log.contains("panicked"), "{log}");
+        log
     }
 }
 

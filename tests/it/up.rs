@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    Background, Namespace, Tier, devloop_with, free_port, kubectl, sample, use_local_port,
+    Background, Namespace, Tier, devloop_with, free_port, kind_sample_test, kubectl, sample,
+    use_local_port,
 };
 
 /// `kubectl port-forward` to the web Service for the test's own requests.
@@ -172,12 +173,9 @@ fn pvcs(ns: &Namespace) -> Vec<String> {
 #[test]
 fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
     let test = "cluster_tier_up_down_and_profile_switch_keep_the_data";
-    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+    let Some((context, ns, project)) = kind_sample_test(test, "up", "django") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "up");
-    let project = sample("django");
+    };
     let dir = project.path();
 
     // `devloop up` as a developer runs it: its own forward on localhost, logs, Ctrl+C to stop.
@@ -404,12 +402,9 @@ fn cluster_tier_a_missing_namespace_is_named_with_the_fix() {
 #[test]
 fn cluster_tier_ctrl_c_at_random_moments_keeps_the_persistent_tier() {
     let test = "cluster_tier_ctrl_c_at_random_moments_keeps_the_persistent_tier";
-    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+    let Some((context, ns, project)) = kind_sample_test(test, "ctrlc", "minimal") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "ctrlc");
-    let project = sample("minimal");
+    };
     let dir = project.path();
     // A persistent tier to protect: a PVC and a ConfigMap.
     crate::common::write(

@@ -17,7 +17,8 @@ use devloop::watch::{ChangeSet, IgnoreReason, Wake, WatchSettings, Watcher};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    Background, Namespace, Tier, free_port, http_get, sample, use_local_port, wait_http, write,
+    Background, Namespace, free_port, http_get, kind_sample_test, sample, use_local_port,
+    wait_http, write,
 };
 
 fn settings(debounce_ms: u64, poll: bool) -> WatchSettings {
@@ -241,12 +242,9 @@ fn served(port: u16, text: &str, within: Duration) -> bool {
 #[test]
 fn cluster_tier_edits_are_served_and_broken_edits_keep_the_old_version() {
     let test = "cluster_tier_edits_are_served_and_broken_edits_keep_the_old_version";
-    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+    let Some((_, ns, project)) = kind_sample_test(test, "watch", "minimal") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "watch");
-    let project = sample("minimal");
+    };
     let dir = project.path();
     let port = free_port();
     let mut up = up(dir, &ns, port, &[]);
@@ -370,14 +368,7 @@ fn cluster_tier_edits_are_served_and_broken_edits_keep_the_old_version() {
     assert!(served(port, "<h1>rebuilt</h1>", Duration::from_secs(5)));
 
     // Ctrl+C still tears down in order.
-    let code = up.stop();
-    let log = up.log();
-    assert_eq!(code, Some(0), "{log}");
-    assert!(
-        log.contains("removed 2 object(s) of the profile tier"),
-        "{log}"
-    );
-    assert!(!log.contains("panicked"), "{log}");
+    up.stop_in_order(2);
 }
 
 /// The rules of the sync test: a failing command for `www/fail/`, one command shared by the
@@ -400,12 +391,9 @@ const SYNC_RULES: &str = r#"    sync:
 #[test]
 fn cluster_tier_sync_runs_commands_deletes_files_and_rebuilds_when_it_cannot() {
     let test = "cluster_tier_sync_runs_commands_deletes_files_and_rebuilds_when_it_cannot";
-    if !Tier::Docker.available(test) || !Tier::KindCluster.available(test) {
+    let Some((_, ns, project)) = kind_sample_test(test, "sync", "minimal") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "sync");
-    let project = sample("minimal");
+    };
     let dir = project.path();
     let yaml = std::fs::read_to_string(dir.join("devloop.yaml")).unwrap();
     let rules_at = yaml.find("    sync:\n").unwrap();
