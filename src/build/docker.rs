@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::moby::buildkit::v1::StatusResponse;
-use bollard::models::BuildInfoAux;
+use bollard::models::{BuildInfo, BuildInfoAux};
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 
 use crate::tarstream::ChannelWriter;
 
@@ -223,11 +224,11 @@ pub async fn build_one(
     let files = input.files;
     let (body, writer) =
         crate::tarstream::spawn(move |sink| write_tar(sink, &files, extra.as_ref()));
-    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+    let mut stream = build_on_own_runtime(docker, options, body);
 
     let mut progress = Progress::new(&image, printer);
     let mut failure: Option<String> = None;
-    while let Some(item) = stream.next().await {
+    while let Some(item) = stream.recv().await {
         match item {
             Ok(info) => {
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
@@ -282,6 +283,44 @@ pub async fn build_one(
         id,
         outcome: Outcome::Built { took },
     })
+}
+
+/// Start a build on a runtime of its own and hand its output over as it comes.
+///
+/// bollard serves a BuildKit session on a task it spawns and never stops, and the engine
+/// health-checks every live session each second: in `up`'s loop each rebuild would leave one
+/// behind, and idle CPU and memory would grow with every save. The runtime, and with it the
+/// session, ends with the build. (bollard pools no connections, so the clone shares nothing
+/// with the caller's runtime.) Dropping the receiver, as Ctrl+C does, ends the build.
+fn build_on_own_runtime(
+    docker: &Docker,
+    options: BuildImageOptions,
+    context: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+) -> mpsc::Receiver<Result<BuildInfo, bollard::errors::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let docker = docker.clone();
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                let _ = tx.blocking_send(Err(bollard::errors::Error::IOError { err }));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let body = bollard::body_try_stream(context);
+            let mut stream = docker.build_image(options, None, Some(body));
+            while let Some(item) = stream.next().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    rx
 }
 
 /// Turns the engine's build output into one line per step, and keeps each step's last lines
