@@ -210,34 +210,24 @@ impl Target {
     ) -> Self {
         let label = describe(&forward);
         let by_name = watcher::Config::default().fields(&format!("metadata.name={}", forward.name));
+        // One watch per kind; the arm's variant picks the type the API is watched as.
+        macro_rules! watched {
+            () => {
+                watch(
+                    Api::namespaced(client.clone(), namespace),
+                    by_name,
+                    label.clone(),
+                    &changed,
+                    tasks,
+                    cancel,
+                    printer,
+                )
+            };
+        }
         let object = match forward.kind.as_str() {
-            "service" => Object::Service(watch(
-                Api::namespaced(client.clone(), namespace),
-                by_name,
-                label.clone(),
-                &changed,
-                tasks,
-                cancel,
-                printer,
-            )),
-            "deployment" => Object::Deployment(watch(
-                Api::namespaced(client.clone(), namespace),
-                by_name,
-                label.clone(),
-                &changed,
-                tasks,
-                cancel,
-                printer,
-            )),
-            "statefulset" => Object::StatefulSet(watch(
-                Api::namespaced(client.clone(), namespace),
-                by_name,
-                label.clone(),
-                &changed,
-                tasks,
-                cancel,
-                printer,
-            )),
+            "service" => Object::Service(watched!()),
+            "deployment" => Object::Deployment(watched!()),
+            "statefulset" => Object::StatefulSet(watched!()),
             // config::load accepts only these four kinds.
             _ => Object::Pod,
         };
