@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::delta;
 use super::node::{ExecError, exec, exec_with_input};
 use super::registry::{Registry, Store};
-use crate::build::docker::BuiltImage;
+use crate::build::docker::{BuiltImage, Outcome};
 use crate::output::Printer;
 
 #[derive(Debug, thiserror::Error)]
@@ -170,14 +170,26 @@ impl<'a> Loader<'a> {
         image: &BuiltImage,
         printer: &Printer,
     ) -> Result<Vec<NodeLoad>, LoadError> {
-        let mut loads = Vec::new();
-        let mut missing = Vec::new();
+        let started = Instant::now();
         let checks = futures_util::future::join_all(
             nodes
                 .iter()
                 .map(|n| node_has(self.docker, n, &image.reference)),
-        )
-        .await;
+        );
+        // An image built in this round is new to the nodes unless an edit was undone, so its push
+        // (and the nodes' inventory) runs alongside the check instead of after it: a round trip
+        // off the inner loop. An image that was already built may well be loaded too, and
+        // pushing it could cost more than the check saves.
+        let fresh = matches!(image.outcome, Outcome::Built { .. });
+        let (checks, mut prepared) = match &self.registry {
+            Some(registry) if fresh => {
+                let (checks, prepared) = tokio::join!(checks, self.prepare(registry, nodes, image));
+                (checks, Some(prepared))
+            }
+            _ => (checks.await, None),
+        };
+        let mut loads = Vec::new();
+        let mut missing = Vec::new();
         for (node, has) in nodes.iter().zip(checks) {
             match has.map_err(|e| node_error(&image.reference, node, e))? {
                 true => loads.push(NodeLoad {
@@ -192,14 +204,10 @@ impl<'a> Loader<'a> {
         }
         let mut fallback = missing.clone();
         if let Some(registry) = &self.registry {
-            let started = Instant::now();
-            // Ask the nodes what they hold while the push runs: neither needs the other.
-            let looking = futures_util::future::join_all(missing.iter().map(|node| async {
-                let snapshotter = snapshotter(self.docker, node).await?;
-                let (held, remembered) = delta::held(self.docker, node, &snapshotter).await?;
-                Ok::<_, ExecError>((snapshotter, held, remembered))
-            }));
-            let (pushed, looked) = tokio::join!(delta::push(self.docker, registry, image), looking);
+            let (pushed, mut looked) = match prepared.take() {
+                Some(prepared) => prepared,
+                None => self.prepare(registry, &missing, image).await,
+            };
             match pushed {
                 Err(e) => printer.warn(&format!(
                     "{}: {}; loading the whole image instead",
@@ -207,28 +215,34 @@ impl<'a> Loader<'a> {
                     crate::error::one_line(&e)
                 )),
                 Ok(pushed) => {
-                    let imports = missing.iter().zip(looked).map(|(node, looked)| async {
-                        let (snapshotter, held, remembered) = looked?;
-                        let import = |held| {
-                            delta::import(
-                                self.docker,
-                                node,
-                                &snapshotter,
-                                held,
-                                registry.store(),
-                                &pushed,
-                                &image.reference,
-                            )
-                        };
-                        match import(&held).await {
-                            // Remembered wrongly (content removed behind devloop's back): look.
-                            Err(e) if remembered && !e.node_gone() => {
-                                delta::forget(node);
-                                let (held, _) =
-                                    delta::held(self.docker, node, &snapshotter).await?;
-                                import(&held).await
+                    let pushed = &pushed;
+                    let imports = missing.iter().map(|node| {
+                        let looked = looked
+                            .remove(node)
+                            .expect("every missing node was looked at");
+                        async move {
+                            let (snapshotter, held, remembered) = looked?;
+                            let import = |held| {
+                                delta::import(
+                                    self.docker,
+                                    node,
+                                    &snapshotter,
+                                    held,
+                                    registry.store(),
+                                    pushed,
+                                    &image.reference,
+                                )
+                            };
+                            match import(&held).await {
+                                // Remembered wrongly (content removed behind devloop's back): look.
+                                Err(e) if remembered && !e.node_gone() => {
+                                    delta::forget(node);
+                                    let (held, _) =
+                                        delta::held(self.docker, node, &snapshotter).await?;
+                                    import(&held).await
+                                }
+                                result => result,
                             }
-                            result => result,
                         }
                     });
                     let results = futures_util::future::join_all(imports).await;
@@ -267,7 +281,35 @@ impl<'a> Loader<'a> {
         }
         Ok(loads)
     }
+
+    /// Push `image` to devloop's registry and, meanwhile, ask `nodes` what they hold: neither
+    /// needs the other.
+    async fn prepare(
+        &self,
+        registry: &Registry,
+        nodes: &[String],
+        image: &BuiltImage,
+    ) -> (
+        Result<delta::Pushed, delta::DeltaError>,
+        BTreeMap<String, Looked>,
+    ) {
+        let looking = futures_util::future::join_all(nodes.iter().map(|node| async move {
+            let looked = async {
+                let snapshotter = snapshotter(self.docker, node).await?;
+                let (held, remembered) = delta::held(self.docker, node, &snapshotter).await?;
+                Ok((snapshotter, held, remembered))
+            }
+            .await;
+            (node.clone(), looked)
+        }));
+        let (pushed, looked) = tokio::join!(delta::push(self.docker, registry, image), looking);
+        (pushed, looked.into_iter().collect())
+    }
 }
+
+/// What a node holds, as [`Loader::prepare`] found it: the snapshotter, the layers, and whether
+/// that came from memory.
+type Looked = Result<(String, std::collections::HashSet<String>, bool), ExecError>;
 
 /// Push `image` to the registry its reference names (for clusters that pull).
 pub async fn push_to_registry(docker: &Docker, image: &BuiltImage) -> Result<Duration, LoadError> {
