@@ -262,6 +262,7 @@ fn print_tier(printer: &Printer, what: &str, report: &TierReport) {
         (report.recreated.len(), "re-created"),
         (report.kept.len(), "kept as they are"),
         (report.pruned.len(), "pruned"),
+        (report.unchanged.len(), "unchanged"),
     ] {
         if n > 0 {
             parts.push(format!("{n} {label}"));

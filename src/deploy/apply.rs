@@ -133,6 +133,8 @@ pub struct TierReport {
     pub drift: Vec<String>,
     pub recreated: Vec<String>,
     pub pruned: Vec<String>,
+    /// Profile objects whose rendering is what this run last applied: not sent again.
+    pub unchanged: Vec<String>,
 }
 
 /// Applies objects, caching API discovery per kind.
@@ -142,6 +144,12 @@ pub struct Applier {
     resources: HashMap<(String, String), (ApiResource, ApiCapabilities)>,
     /// Everything applied so far in this run, for error messages.
     applied: Vec<String>,
+    /// What this run last applied to each profile-tier object, as a digest of the rendering. A
+    /// rebuild changes one workload's image: the Services, ConfigMaps and other workloads around
+    /// it are not sent again, which takes their round trips off the inner loop. Someone else's
+    /// change to such an object stays until its rendering changes or `up` starts again, as with
+    /// any tool that applies only what changed.
+    sent: HashMap<ObjectKey, String>,
 }
 
 impl Applier {
@@ -151,6 +159,7 @@ impl Applier {
             default_namespace,
             resources: HashMap::new(),
             applied: Vec::new(),
+            sent: HashMap::new(),
         }
     }
 
@@ -310,6 +319,14 @@ impl Applier {
             .collect();
         for object in objects.iter().filter(|o| o.tier == Tier::Profile) {
             let name = object.display_name();
+            let key = applied_key(object, &self.default_namespace);
+            let digest = content_digest(object);
+            if self.sent.get(&key) == Some(&digest) {
+                report.unchanged.push(name);
+                continue;
+            }
+            // Forgotten until it is applied again: a failure half-way must not leave it "sent".
+            self.sent.remove(&key);
             let ns = self.namespace_of(object);
             let api = self
                 .api(object.api_version(), object.kind(), ns.as_deref())
@@ -338,6 +355,7 @@ impl Applier {
                     printer.info(&format!("{name}: its template changed; re-creating it"));
                     self.delete_and_wait(&api, &name, object.name()).await?;
                     self.server_side_apply(&api, &object).await?;
+                    self.sent.insert(key, digest);
                     report.recreated.push(name);
                     continue;
                 }
@@ -350,6 +368,7 @@ impl Applier {
                 spec.remove("replicas");
             }
             self.server_side_apply(&api, &object).await?;
+            self.sent.insert(key, digest);
             if live.is_some() {
                 report.configured.push(name)
             } else {
@@ -379,6 +398,7 @@ impl Applier {
             if keep.contains(&key) {
                 continue;
             }
+            self.sent.remove(&key);
             self.delete_live(&live).await?;
             pruned.push(live.display());
         }
@@ -602,6 +622,14 @@ pub fn applied_key(object: &Object, default_namespace: &str) -> ObjectKey {
         key.namespace = Some(default_namespace.to_string());
     }
     key
+}
+
+/// The whole rendering, for [`Applier::apply_profile`] to tell what changed since it last applied.
+fn content_digest(object: &Object) -> String {
+    format!(
+        "{:x}",
+        Sha256::digest(serde_json::to_vec(&object.value).unwrap_or_default())
+    )
 }
 
 fn spec_hash(object: &Object) -> String {

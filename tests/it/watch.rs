@@ -309,6 +309,11 @@ fn cluster_tier_edits_are_served_and_broken_edits_keep_the_old_version() {
         "{tail}"
     );
     assert!(tail.contains("redeployed profile `dev`"), "{tail}");
+    // Only the Deployment's image changed: the Service is not sent again.
+    assert!(
+        tail.contains("profile `dev`: 1 applied, 1 unchanged"),
+        "{tail}"
+    );
     assert!(
         served(port, "<h1>rebuilt</h1>", Duration::from_secs(30)),
         "{}",
@@ -343,6 +348,10 @@ fn cluster_tier_edits_are_served_and_broken_edits_keep_the_old_version() {
     std::fs::write(&manifest, good.replace("replicas: 1", "replicas: 2")).unwrap();
     let tail = up.wait_log(mark, "redeployed", Duration::from_secs(60));
     assert!(tail.contains("redeployed profile `dev`"), "{tail}");
+    assert!(
+        tail.contains("profile `dev`: 1 applied, 1 unchanged"),
+        "{tail}"
+    );
     let replicas = ns
         .kubectl(&[
             "get",
