@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 applies the persistent tier once, deploys a profile, forwards ports and watches the source.\n\n\
 A project is a directory with a devloop.yaml; profiles live in profiles/<name>.yaml.",
     after_help = "Docs: docs/configuration.md in the devloop repository. Exit codes: 0 ok, 1 failed, \
-2 usage, 3 invalid input, 4 environment (Docker or cluster) unavailable."
+2 usage, 3 invalid input, 4 environment (Docker or cluster) unavailable, 130 interrupted (Ctrl+C \
+during a backup, or a second Ctrl+C)."
 )]
 pub struct Cli {
     #[command(flatten)]

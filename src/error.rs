@@ -21,6 +21,8 @@ pub enum ExitStatus {
     InvalidInput = 3,
     /// Docker or the cluster is not available.
     Environment = 4,
+    /// Stopped by Ctrl+C (SIGINT) before it finished: 128 + SIGINT, as shells report it.
+    Interrupted = 130,
 }
 
 impl From<ExitStatus> for ExitCode {

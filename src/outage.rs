@@ -5,9 +5,19 @@
 //! API server's `/version`) — and the schedule of retries while one is away ([`Outage`]: every
 //! 2 s, backing off to 30 s, with a reminder every 5 minutes). It does not own what is retried:
 //! `up`'s loop keeps its pending builds, syncs and deploys and runs them when the service is back.
+//!
+//! The long-running watches of forwards and logs go through [`watch_events`], which starts a
+//! fresh list after each failure so that the API server's return is seen, and [`WatchHealth`],
+//! which says once that a watch fails and once that it is back.
 
+use std::fmt::Debug;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher;
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::build::docker::BuildError;
@@ -229,6 +239,160 @@ impl Outage {
     }
 }
 
+/// The events of kube's watcher on `api`, kept going while the API server comes and goes.
+///
+/// After a failure the watcher is started again — a fresh list — once kube's default backoff
+/// (0.8 s doubling to 30 s) has passed. kube's watcher would resume the old watch instead, and a
+/// resumed watch says nothing until an object changes, so nobody could tell that it works again;
+/// a list ends with [`watcher::Event::InitDone`]. Errors are passed on, for [`WatchHealth`].
+pub fn watch_events<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watch_events_with(api, config, watcher::DefaultBackoff::default())
+}
+
+fn watch_events_with<K, B>(
+    api: Api<K>,
+    config: watcher::Config,
+    backoff: B,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+    B: Backoff + 'static,
+{
+    struct State<K: 'static, B> {
+        events:
+            Option<futures_util::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>>>,
+        backoff: B,
+        /// How long to wait before the next start, after a failure.
+        pause: Option<Duration>,
+    }
+    let state = State {
+        events: None,
+        backoff,
+        pause: None,
+    };
+    futures_util::stream::unfold(state, move |mut state| {
+        let (api, config) = (api.clone(), config.clone());
+        async move {
+            if let Some(pause) = state.pause.take() {
+                tokio::time::sleep(pause).await;
+            }
+            let events = state
+                .events
+                .get_or_insert_with(|| watcher(api, config).boxed());
+            let event = events.next().await?;
+            match &event {
+                // `Init` comes before any request; anything else means the server answered.
+                Ok(watcher::Event::Init) => {}
+                Ok(_) => state.backoff.reset(),
+                Err(_) => {
+                    state.events = None;
+                    state.pause = Some(state.backoff.next().unwrap_or(MAX_RETRY));
+                }
+            }
+            Some((event, state))
+        }
+    })
+}
+
+/// What a long-running watch (a forward's, the logs') tells the user about its failures: one
+/// line when it starts failing, nothing while it goes on failing the same way, one line when it
+/// works again. The caller prints the lines.
+#[derive(Debug)]
+pub struct WatchHealth {
+    /// Who depends on the watch: `forward deployment/web`, `logs`.
+    what: String,
+    /// Whether a list went through once.
+    worked: bool,
+    failing: Option<WatchFailure>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct WatchFailure {
+    /// Failures of one kind are said once: the API server's status code, else the cause.
+    kind: String,
+    cause: String,
+}
+
+impl WatchHealth {
+    pub fn new(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            worked: false,
+            failing: None,
+        }
+    }
+
+    /// The watch delivered `event`; the line to say when that ends a failure.
+    pub fn event<K>(&mut self, event: &watcher::Event<K>) -> Option<String> {
+        // `Init` only starts a list; no request has gone through yet.
+        if matches!(event, watcher::Event::Init) {
+            return None;
+        }
+        let worked = std::mem::replace(&mut self.worked, true);
+        self.failing.take()?;
+        let service = Service::ApiServer.name();
+        Some(match worked {
+            true => format!("{}: the watch on the {service} is back", self.what),
+            false => format!("{}: the watch on the {service} works now", self.what),
+        })
+    }
+
+    /// The watch failed with `err` and will be retried; the line to say when this is a new
+    /// kind of failure.
+    pub fn failed(&mut self, err: &watcher::Error) -> Option<String> {
+        let code = status_code(err);
+        // 410 Gone: the watch was too old and is listed anew; routine, not news.
+        if code == Some(410) {
+            tracing::debug!("{}: {err}", self.what);
+            return None;
+        }
+        let failure = WatchFailure {
+            kind: code.map_or_else(|| reason(err), |c| c.to_string()),
+            cause: reason(err),
+        };
+        if self.failing.as_ref().map(|f| &f.kind) == Some(&failure.kind) {
+            return None;
+        }
+        let service = Service::ApiServer.name();
+        let line = match self.worked {
+            true => format!(
+                "{}: lost the watch on the {service} ({}); retrying",
+                self.what, failure.cause
+            ),
+            false => format!(
+                "{}: cannot start the watch on the {service} ({}); retrying",
+                self.what, failure.cause
+            ),
+        };
+        self.failing = Some(failure);
+        Some(line)
+    }
+
+    /// Why the watch fails now, in a few words; `None` while it works.
+    pub fn cause(&self) -> Option<&str> {
+        self.failing.as_ref().map(|f| f.cause.as_str())
+    }
+}
+
+/// The HTTP status the API server answered a watch with, if it answered.
+pub fn status_code(err: &watcher::Error) -> Option<u16> {
+    match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    }
+}
+
 /// `14s`, `2m 05s`, `1h 02m`.
 pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -355,6 +519,184 @@ mod tests {
         assert_eq!(
             started,
             "rebuilding web failed: Docker engine unreachable at unix:///x.sock (Connection refused); retrying every 2s until it returns (backing off to 30s)"
+        );
+    }
+
+    fn refused() -> kube::Error {
+        kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        )))
+    }
+
+    fn status(code: u16, message: &str, reason: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_failing_watch_is_said_once_per_kind_and_its_return_once() {
+        let listed = watcher::Event::<()>::InitDone;
+        let mut health = WatchHealth::new("forward deployment/web");
+        // Before it ever worked, it "cannot start"; said once however often it is retried.
+        let first = health.failed(&watcher::Error::InitialListFailed(refused()));
+        assert_eq!(
+            first.as_deref(),
+            Some(
+                "forward deployment/web: cannot start the watch on the Kubernetes API server (Connection refused (os error 111)); retrying"
+            )
+        );
+        assert_eq!(health.event(&watcher::Event::<()>::Init), None);
+        assert_eq!(
+            health.failed(&watcher::Error::InitialListFailed(refused())),
+            None
+        );
+        assert_eq!(health.cause(), Some("Connection refused (os error 111)"));
+        assert_eq!(
+            health.event(&listed).as_deref(),
+            Some("forward deployment/web: the watch on the Kubernetes API server works now")
+        );
+        assert_eq!(health.cause(), None);
+        assert_eq!(health.event(&listed), None, "working is news only once");
+
+        // Once it worked, it is "lost" and "back"; a new kind of failure is said too.
+        let lost = health.failed(&watcher::Error::WatchStartFailed(refused()));
+        assert_eq!(
+            lost.as_deref(),
+            Some(
+                "forward deployment/web: lost the watch on the Kubernetes API server (Connection refused (os error 111)); retrying"
+            )
+        );
+        assert_eq!(health.failed(&watcher::Error::WatchFailed(refused())), None);
+        let starting = status(
+            503,
+            "the server is currently unable to handle the request",
+            "ServiceUnavailable",
+        );
+        let unavailable = health.failed(&watcher::Error::InitialListFailed(starting));
+        assert!(
+            unavailable.as_deref().is_some_and(|l| l.contains(
+                "(the server is currently unable to handle the request: ServiceUnavailable)"
+            )),
+            "{unavailable:?}"
+        );
+        assert_eq!(
+            health.event(&listed).as_deref(),
+            Some("forward deployment/web: the watch on the Kubernetes API server is back")
+        );
+
+        // A watch that is too old is listed anew by itself: not news.
+        let gone =
+            kube::core::Status::failure("too old resource version", "Expired").with_code(410);
+        assert_eq!(
+            health.failed(&watcher::Error::WatchError(gone.boxed())),
+            None
+        );
+        assert_eq!(health.event(&listed), None);
+    }
+
+    /// A scripted API server: pod lists and watches answer in turn from `script` (`None`: the
+    /// connection is refused); once it is used up, requests wait forever.
+    fn server(script: Vec<Option<serde_json::Value>>) -> kube::Client {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut script = script.into_iter();
+            let mut waiting = Vec::new();
+            while let Some((_request, send)) = handle.next_request().await {
+                match script.next() {
+                    Some(Some(body)) => send.send_response(
+                        Response::builder()
+                            .body(Body::from(body.to_string().into_bytes()))
+                            .unwrap(),
+                    ),
+                    Some(None) => send.send_error(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "Connection refused (os error 111)",
+                    )),
+                    None => waiting.push(send),
+                }
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_failed_lists_again_so_its_return_is_seen() {
+        use k8s_openapi::api::core::v1::Pod;
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"}, "items": []});
+        // Listed and watching; the watch cannot be restarted; a list fails; a list works.
+        let client = server(vec![Some(list.clone()), None, None, Some(list)]);
+        /// Retries at once, so the test does not wait out kube's backoff.
+        struct Quick;
+        impl Iterator for Quick {
+            type Item = Duration;
+            fn next(&mut self) -> Option<Duration> {
+                Some(Duration::from_millis(1))
+            }
+        }
+        impl Backoff for Quick {
+            fn reset(&mut self) {}
+        }
+        let events = watch_events_with(
+            Api::<Pod>::namespaced(client, "default"),
+            watcher::Config::default(),
+            Quick,
+        );
+        futures_util::pin_mut!(events);
+        let mut health = WatchHealth::new("logs");
+        let mut seen = Vec::new();
+        let mut lines = Vec::new();
+        while seen.len() < 7 {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+                .await
+                .expect("the watch goes on")
+                .expect("the watch does not end");
+            let (name, line) = match &event {
+                Ok(e) => {
+                    let name = match e {
+                        watcher::Event::Init => "Init",
+                        watcher::Event::InitDone => "InitDone",
+                        _ => "other",
+                    };
+                    (name, health.event(e))
+                }
+                Err(e) => {
+                    let name = match e {
+                        watcher::Error::WatchStartFailed(_) => "watch failed",
+                        watcher::Error::InitialListFailed(_) => "list failed",
+                        _ => "other error",
+                    };
+                    (name, health.failed(e))
+                }
+            };
+            seen.push(name);
+            lines.extend(line);
+        }
+        assert_eq!(
+            seen,
+            [
+                "Init",
+                "InitDone",
+                "watch failed",
+                // Started again: a fresh list, not the old watch resumed.
+                "Init",
+                "list failed",
+                "Init",
+                "InitDone"
+            ]
+        );
+        // A watch that works from the start is not news.
+        assert_eq!(
+            lines,
+            [
+                "logs: lost the watch on the Kubernetes API server (Connection refused (os error 111)); retrying",
+                "logs: the watch on the Kubernetes API server is back",
+            ]
         );
     }
 

@@ -7,10 +7,11 @@
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::error::ExitStatus;
 use crate::output::Printer;
 
 /// Exit code after a second Ctrl+C: 128 + SIGINT, as shells report it.
-pub const INTERRUPTED: i32 = 130;
+pub const INTERRUPTED: i32 = ExitStatus::Interrupted as i32;
 
 #[derive(Clone, Default)]
 pub struct Session {

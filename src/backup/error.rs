@@ -123,9 +123,27 @@ pub enum BackupError {
     Interrupted {
         what: String,
         namespace: String,
-        /// What keeps running in the cluster, to say so.
-        left_running: Option<String>,
+        /// What devloop started and leaves in the cluster, to say so.
+        leaves: Leaves,
     },
+    #[error(
+        "interrupted before starting the {what} Job in namespace `{namespace}`; nothing was started"
+    )]
+    InterruptedBeforeStart {
+        what: &'static str,
+        namespace: String,
+    },
+}
+
+/// What an interrupted `backup` leaves in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leaves {
+    /// Nothing it started: what it ran is done or deleted.
+    Nothing,
+    /// This Job, which keeps running (a half-stopped dump or restore helps nobody).
+    Job(String),
+    /// This pod, which could not be deleted.
+    Pod(String),
 }
 
 impl BackupError {
@@ -136,6 +154,9 @@ impl BackupError {
             | BackupError::NoBackupVolume { .. }
             | BackupError::RestoreTemplate(_) => ExitStatus::InvalidInput,
             BackupError::NotConfirmed => ExitStatus::Usage,
+            BackupError::Interrupted { .. } | BackupError::InterruptedBeforeStart { .. } => {
+                ExitStatus::Interrupted
+            }
             BackupError::ReadCronJob { source, .. }
             | BackupError::Create { source, .. }
             | BackupError::Read { source, .. }
@@ -238,13 +259,17 @@ impl BackupError {
             }
             BackupError::Declined => None,
             BackupError::Interrupted {
-                left_running: Some(job),
-                namespace,
-                ..
-            } => Some(format!(
-                "Job `{job}` keeps running in the cluster: `kubectl -n {namespace} logs -f job/{job}` follows it, `kubectl -n {namespace} delete job {job}` stops it"
-            )),
-            BackupError::Interrupted { .. } => None,
+                leaves, namespace, ..
+            } => Some(match leaves {
+                Leaves::Job(job) => format!(
+                    "Job `{job}` keeps running in the cluster: `kubectl -n {namespace} logs -f job/{job}` follows it, `kubectl -n {namespace} delete job {job}` stops it"
+                ),
+                Leaves::Pod(pod) => format!(
+                    "pod `{pod}` is left in the cluster: `kubectl -n {namespace} delete pod {pod}` removes it"
+                ),
+                Leaves::Nothing => "nothing devloop started is left running in the cluster".into(),
+            }),
+            BackupError::InterruptedBeforeStart { .. } => None,
         }
     }
 }

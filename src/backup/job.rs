@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::error::{BackupError, KubeFailure, Stuck};
+use super::error::{BackupError, KubeFailure, Leaves, Stuck};
 use super::template;
 use crate::output::{Printer, Style};
 
@@ -72,8 +72,19 @@ impl Runner<'_> {
         Api::namespaced(self.kube.clone(), self.namespace)
     }
 
-    /// Create `job`; a name taken (two runs in one second) gets a counter. Returns the name used.
-    pub async fn create_job(&self, mut job: Job) -> Result<String, BackupError> {
+    /// Create `job` (`what`: `backup`, `restore`); a name taken (two runs in one second) gets a
+    /// counter. Returns the name used. After Ctrl+C nothing is created.
+    pub async fn create_job(
+        &self,
+        mut job: Job,
+        what: &'static str,
+    ) -> Result<String, BackupError> {
+        if self.cancel.is_cancelled() {
+            return Err(BackupError::InterruptedBeforeStart {
+                what,
+                namespace: self.namespace.to_string(),
+            });
+        }
         let base = job.metadata.name.clone().unwrap_or_default();
         for attempt in 1.. {
             let name = if attempt == 1 {
@@ -127,7 +138,7 @@ impl Runner<'_> {
                     return Err(BackupError::Interrupted {
                         what: what_job,
                         namespace: self.namespace.to_string(),
-                        left_running: Some(name.to_string()),
+                        leaves: Leaves::Job(name.to_string()),
                     });
                 }
                 Some((pod, line)) = rx.recv() => {
@@ -328,7 +339,7 @@ impl Runner<'_> {
             })?;
         let name = created.metadata.name.unwrap_or_default();
         tracing::debug!("created pod {name} ({what})");
-        let result = self.wait_pod(&name, what).await;
+        let mut result = self.wait_pod(&name, what).await;
         let delete = DeleteParams {
             grace_period_seconds: Some(0),
             ..DeleteParams::background()
@@ -340,6 +351,9 @@ impl Runner<'_> {
                 KubeFailure::from(e),
                 self.namespace
             ));
+            if let Err(BackupError::Interrupted { leaves, .. }) = &mut result {
+                *leaves = Leaves::Pod(name.clone());
+            }
         }
         result
     }
@@ -356,7 +370,8 @@ impl Runner<'_> {
                     return Err(BackupError::Interrupted {
                         what: format!("pod `{name}` ({what})"),
                         namespace: self.namespace.to_string(),
-                        left_running: None,
+                        // `run_pod` deletes the pod.
+                        leaves: Leaves::Nothing,
                     });
                 }
                 _ = tokio::time::sleep(POLL) => {}
@@ -687,5 +702,139 @@ mod tests {
             "BackoffLimitExceeded: Job has reached the specified backoff limit; pod p: Failed (container backup exited with code 1 (Error))"
         );
         assert_eq!(pod.as_deref(), Some("p"));
+    }
+}
+
+/// Ctrl+C as the API server sees it: what devloop creates, deletes or leaves. A scripted mock
+/// stands in for the server (`tower_test`), since a real one cannot refuse a delete on demand.
+#[cfg(test)]
+mod interrupt_tests {
+    use super::*;
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use std::sync::{Arc, Mutex};
+
+    /// A server that creates what it is sent and answers deletes with `delete`; it records
+    /// `METHOD path` of each request.
+    fn server(delete: StatusCode) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let method = request.method().to_string();
+                log.lock()
+                    .unwrap()
+                    .push(format!("{method} {}", request.uri().path()));
+                let (status, body) = match method.as_str() {
+                    "POST" => (
+                        StatusCode::CREATED,
+                        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lister-1"}}),
+                    ),
+                    _ if delete.is_success() => (
+                        delete,
+                        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lister-1"}}),
+                    ),
+                    _ => (
+                        delete,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": delete.as_u16(), "reason": "InternalError", "message": "etcd is away"}),
+                    ),
+                };
+                send.send_response(
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(body.to_string().into_bytes()))
+                        .unwrap(),
+                );
+            }
+        });
+        (kube::Client::new(service, "dev"), seen)
+    }
+
+    fn interrupted() -> CancellationToken {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        cancel
+    }
+
+    #[tokio::test]
+    async fn after_ctrl_c_no_job_is_started() {
+        let (kube, seen) = server(StatusCode::OK);
+        let (printer, cancel) = (
+            Printer::new(true, 0, crate::cli::ColorChoice::Never),
+            interrupted(),
+        );
+        let runner = Runner {
+            kube,
+            namespace: "dev",
+            printer: &printer,
+            cancel: &cancel,
+            timeout: Duration::from_secs(5),
+        };
+        let err = runner
+            .create_job(Job::default(), "backup")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "interrupted before starting the backup Job in namespace `dev`; nothing was started"
+        );
+        assert_eq!(err.exit_status(), crate::error::ExitStatus::Interrupted);
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_listing_says_whether_its_pod_is_gone() {
+        for (delete, leaves) in [
+            (StatusCode::OK, Leaves::Nothing),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Leaves::Pod("lister-1".into()),
+            ),
+        ] {
+            let (kube, seen) = server(delete);
+            let (printer, cancel) = (
+                Printer::new(true, 0, crate::cli::ColorChoice::Never),
+                interrupted(),
+            );
+            let runner = Runner {
+                kube,
+                namespace: "dev",
+                printer: &printer,
+                cancel: &cancel,
+                timeout: Duration::from_secs(5),
+            };
+            let err = runner
+                .run_pod(Pod::default(), "listing backups")
+                .await
+                .unwrap_err();
+            let BackupError::Interrupted { leaves: left, .. } = &err else {
+                panic!("{err}");
+            };
+            assert_eq!(*left, leaves);
+            assert_eq!(err.exit_status(), crate::error::ExitStatus::Interrupted);
+            assert_eq!(
+                *seen.lock().unwrap(),
+                [
+                    "POST /api/v1/namespaces/dev/pods",
+                    "DELETE /api/v1/namespaces/dev/pods/lister-1"
+                ]
+            );
+            let hint = err.hint().unwrap();
+            match leaves {
+                Leaves::Nothing => assert_eq!(
+                    hint,
+                    "nothing devloop started is left running in the cluster"
+                ),
+                _ => assert!(
+                    hint.contains("kubectl -n dev delete pod lister-1"),
+                    "{hint}"
+                ),
+            }
+        }
     }
 }

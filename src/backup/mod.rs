@@ -196,7 +196,7 @@ impl<'a> Backups<'a> {
             ));
         }
         let runner = self.runner(printer, cancel);
-        let name = runner.create_job(job).await?;
+        let name = runner.create_job(job, "backup").await?;
         printer.info(&format!(
             "backup: started Job `{name}` from CronJob `{cron_name}` in namespace `{}`; waiting up to {}s",
             self.namespace,
@@ -300,7 +300,7 @@ impl<'a> Backups<'a> {
             &file.name,
         );
         let runner = self.runner(printer, cancel);
-        let name = runner.create_job(job).await?;
+        let name = runner.create_job(job, "restore").await?;
         printer.info(&format!(
             "restore: started Job `{name}` with BACKUP_FILE={backup_file} in namespace `{}`; waiting up to {}s",
             self.namespace,

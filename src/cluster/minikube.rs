@@ -174,7 +174,8 @@ pub fn profile_runtime(profile: &str) -> Result<Option<Runtime>, MinikubeError> 
     parse_profile_runtime(&text).map_err(|message| MinikubeError::Profile { path, message })
 }
 
-fn profile_config(profile: &str) -> PathBuf {
+/// Where minikube keeps `profile`'s config (`MINIKUBE_HOME/.minikube/profiles/P/config.json`).
+pub fn profile_config(profile: &str) -> PathBuf {
     mini_path()
         .join("profiles")
         .join(profile)

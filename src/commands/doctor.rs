@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::{DoctorArgs, GlobalArgs};
-use crate::cluster::{self, ClusterKind};
+use crate::cluster::{self, ClusterKind, minikube};
 use crate::config::{self, wire::DEFAULT_LOCAL_PORT};
 use crate::error::Error;
 use crate::output::{Printer, Style};
@@ -209,6 +209,10 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
     let mut checks = vec![Check::ok("context", format!("`{context}`"))];
 
     let detection = cluster::classify(&context, nodes);
+    let minikube = match &detection.kind {
+        ClusterKind::Minikube { profile, node } => Some((profile.clone(), node.clone())),
+        _ => None,
+    };
     checks.push(match (&detection.kind, &detection.note) {
         (ClusterKind::Other, Some(note)) => {
             Check::warn("cluster", "cannot load images directly", note.clone())
@@ -220,6 +224,24 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
         ),
         (kind, _) => Check::ok("cluster", kind.to_string()),
     });
+    if let Some((profile, node)) = minikube {
+        // The kubelet's answer, else minikube's profile config; bounded like the API check.
+        let runtime =
+            match tokio::time::timeout(API_TIMEOUT, minikube::runtime(&context, &profile, &node))
+                .await
+            {
+                Ok(found) => found,
+                Err(_) => minikube::profile_runtime(&profile).and_then(|r| {
+                    r.ok_or_else(|| minikube::MinikubeError::UnknownRuntime {
+                        profile: profile.clone(),
+                        api: format!("no answer within {}s", API_TIMEOUT.as_secs()),
+                        path: minikube::profile_config(&profile),
+                    })
+                }),
+            };
+        let docker_env = minikube::active_dockerd().as_deref() == Some(profile.as_str());
+        checks.push(runtime_check(&profile, runtime, docker_env));
+    }
 
     let options = kube::config::KubeConfigOptions {
         context: Some(context.clone()),
@@ -252,6 +274,47 @@ async fn kube_checks(global: &GlobalArgs, nodes: &[cluster::NodeContainer]) -> V
         ),
     });
     checks
+}
+
+/// Which container runtime minikube `profile`'s node runs, and so where images go.
+/// `docker_env`: this shell ran `minikube docker-env` for it (the local engine is the node's).
+fn runtime_check(
+    profile: &str,
+    runtime: Result<minikube::Runtime, minikube::MinikubeError>,
+    docker_env: bool,
+) -> Check {
+    const NAME: &str = "runtime";
+    match runtime {
+        Ok(minikube::Runtime::Docker) if docker_env => Check::ok(
+            NAME,
+            "docker: this shell's Docker engine is the node's (`minikube docker-env`); builds go straight into it, nothing to load",
+        ),
+        Ok(minikube::Runtime::Docker) => Check::ok(
+            NAME,
+            "docker: builds go straight into the node's Docker engine, nothing to load",
+        ),
+        Ok(minikube::Runtime::Containerd) => Check::ok(
+            NAME,
+            "containerd: images are built by the local Docker engine, then loaded into the node",
+        ),
+        Ok(minikube::Runtime::Other(runtime)) => {
+            let err = minikube::MinikubeError::UnsupportedRuntime {
+                profile: profile.to_string(),
+                runtime: runtime.clone(),
+            };
+            Check::warn(
+                NAME,
+                format!("{runtime}: devloop cannot load images into it"),
+                err.hint().unwrap_or_default(),
+            )
+        }
+        Err(err) => Check::warn(
+            NAME,
+            crate::error::one_line(&err),
+            err.hint()
+                .unwrap_or_else(|| format!("start the cluster (`minikube start -p {profile}`)")),
+        ),
+    }
 }
 
 fn project_check(project: &config::Project) -> Check {
@@ -290,4 +353,67 @@ fn port_check(port: u16) -> Check {
         format!("127.0.0.1:{port} is in use by {holder}"),
         format!("stop {holder}, or set `localPort:` under `portForward` in devloop.yaml"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minikube::{MinikubeError, Runtime};
+
+    #[test]
+    fn a_minikube_node_says_its_runtime_and_where_images_go() {
+        let docker = runtime_check("dev", Ok(Runtime::Docker), false);
+        assert_eq!(docker.status, Status::Ok);
+        assert_eq!(
+            docker.detail,
+            "docker: builds go straight into the node's Docker engine, nothing to load"
+        );
+        let shell = runtime_check("dev", Ok(Runtime::Docker), true);
+        assert!(
+            shell.detail.contains("`minikube docker-env`"),
+            "{}",
+            shell.detail
+        );
+        let containerd = runtime_check("dev", Ok(Runtime::Containerd), false);
+        assert_eq!(containerd.status, Status::Ok);
+        assert!(
+            containerd.detail.starts_with("containerd: ") && containerd.detail.contains("loaded"),
+            "{}",
+            containerd.detail
+        );
+        let crio = runtime_check("dev", Ok(Runtime::Other("cri-o".into())), false);
+        assert_eq!(crio.status, Status::Warn);
+        assert!(
+            crio.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("--container-runtime=docker")),
+            "{:?}",
+            crio.fix
+        );
+        let unknown = runtime_check(
+            "dev",
+            Err(MinikubeError::UnknownRuntime {
+                profile: "dev".into(),
+                api: "connection refused".into(),
+                path: "/h/.minikube/profiles/dev/config.json".into(),
+            }),
+            false,
+        );
+        assert_eq!(unknown.status, Status::Warn);
+        assert!(
+            unknown
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("minikube start -p dev")),
+            "{:?}",
+            unknown.fix
+        );
+
+        // In `--json`, one more check of the same shape.
+        let json = serde_json::to_value(&docker).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "runtime", "status": "ok", "detail": docker.detail})
+        );
+    }
 }

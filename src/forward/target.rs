@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{ConnectionError, describe};
 use crate::config::PortForward;
+use crate::outage::{self, WatchHealth};
 use crate::output::Printer;
 
 /// A store kept current by a watch, and whether the watch has listed everything yet.
@@ -37,7 +38,7 @@ where
 {
     store: Store<K>,
     listed: Arc<AtomicBool>,
-    /// The watch's last error while it retries, for "waiting for …" messages.
+    /// Why the watch fails while it retries (its short cause), for "waiting for …" messages.
     failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -72,7 +73,8 @@ where
 }
 
 /// Watch `api` into a store until `cancel`, notifying `changed` on every event. Failures are
-/// retried with backoff (the API server may come back); each new one is printed once.
+/// retried with backoff (the API server may come back); `what` (who depends on the watch) says
+/// once that it fails and once that it is back.
 fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -95,11 +97,11 @@ where
     let (listed, failure) = (watched.listed.clone(), watched.failure.clone());
     let (changed, cancel) = (changed.clone(), cancel.clone());
     tasks.spawn(async move {
-        let events = watcher(api, config)
-            .default_backoff()
+        let events = outage::watch_events(api, config)
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(writer);
         futures_util::pin_mut!(events);
+        let mut health = WatchHealth::new(what);
         loop {
             let event = tokio::select! {
                 () = cancel.cancelled() => return,
@@ -111,17 +113,17 @@ where
                     if matches!(event, watcher::Event::InitDone) {
                         listed.store(true, Ordering::Release);
                     }
-                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    if let Some(line) = health.event(&event) {
+                        printer.info(&line);
+                    }
                 }
                 Some(Err(err)) => {
-                    let text = err.to_string();
-                    let mut last = failure.lock().unwrap_or_else(|e| e.into_inner());
-                    if last.as_deref() != Some(text.as_str()) {
-                        printer.warn(&format!("watching {what} failed, retrying: {text}"));
-                        *last = Some(text);
+                    if let Some(line) = health.failed(&err) {
+                        printer.warn(&line);
                     }
                 }
             }
+            *failure.lock().unwrap_or_else(|e| e.into_inner()) = health.cause().map(String::from);
             changed.notify_waiters();
         }
     });
@@ -140,7 +142,7 @@ pub(super) fn watch_pods(
     watch(
         Api::namespaced(client.clone(), namespace),
         watcher::Config::default(),
-        format!("pods in namespace {namespace}"),
+        format!("forwards (pods of namespace {namespace})"),
         changed,
         tasks,
         cancel,
@@ -216,7 +218,7 @@ impl Target {
                 watch(
                     Api::namespaced(client.clone(), namespace),
                     by_name,
-                    label.clone(),
+                    format!("forward {label}"),
                     &changed,
                     tasks,
                     cancel,
@@ -433,6 +435,23 @@ impl Target {
                 self.label
             ));
         }
+    }
+
+    /// Whether `pod` is shutting down or gone, as far as the watch has seen.
+    pub fn leaving(&self, pod: &str) -> bool {
+        if !self.pods.listed() {
+            return false;
+        }
+        let key = reflector::ObjectRef::new(pod).within(&self.namespace);
+        self.pods
+            .store
+            .get(&key)
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+    }
+
+    /// Resolves at the next change any watch of this forward sees.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 }
 

@@ -20,6 +20,7 @@ use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::outage::{self, WatchHealth, status_code};
 use crate::output::Printer;
 
 /// Where log lines go.
@@ -29,6 +30,10 @@ pub trait LogSink: Clone + Send + Sync + 'static {
     fn line(&self, source: &str, colour: usize, text: &str);
     /// Something about the streams themselves (one failed and is retried).
     fn note(&self, text: &str);
+    /// A failure [`note`](Self::note)d before is over.
+    fn recovered(&self, text: &str) {
+        self.note(text);
+    }
 }
 
 impl LogSink for Printer {
@@ -38,6 +43,10 @@ impl LogSink for Printer {
 
     fn note(&self, text: &str) {
         self.warn(text);
+    }
+
+    fn recovered(&self, text: &str) {
+        self.info(text);
     }
 }
 
@@ -55,7 +64,7 @@ pub enum LogsError {
 impl LogsError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            LogsError::List { source, .. } => match api_code(source) {
+            LogsError::List { source, .. } => match status_code(source) {
                 Some(400) => {
                     Some("the label selector is not valid (`key=value,key2=value2`)".into())
                 }
@@ -74,7 +83,8 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Stream the logs of every pod matching `selector` in `namespace` into `sink` until `cancel`.
 ///
 /// Fails only when the pods cannot be listed at all (an invalid selector, no permission); later
-/// failures of the watch or of a stream are noted and retried, so the API server may come and go.
+/// failures of the watch are noted once (and its return once) and retried, so the API server may
+/// come and go.
 pub async fn run<S: LogSink>(
     client: kube::Client,
     namespace: String,
@@ -83,8 +93,7 @@ pub async fn run<S: LogSink>(
     sink: S,
 ) -> Result<(), LogsError> {
     let api: Api<Pod> = Api::namespaced(client, &namespace);
-    let events = watcher(api.clone(), watcher::Config::default().labels(&selector))
-        .default_backoff()
+    let events = outage::watch_events(api.clone(), watcher::Config::default().labels(&selector))
         .modify(|p| p.managed_fields_mut().clear());
     futures_util::pin_mut!(events);
 
@@ -97,19 +106,23 @@ pub async fn run<S: LogSink>(
     let mut colours: HashMap<String, usize> = HashMap::new();
     // Instances found by the first list ran before we started: only their new lines are shown.
     let mut first_list = true;
-    let mut last_failure: Option<String> = None;
+    let mut health = WatchHealth::new("logs");
     loop {
         let event = tokio::select! {
             () = cancel.cancelled() => break,
             event = events.next() => event,
         };
         let Some(event) = event else { break };
+        if let Ok(event) = &event
+            && let Some(line) = health.event(event)
+        {
+            sink.recovered(&line);
+        }
         let pod = match event {
             Ok(watcher::Event::InitApply(pod)) => (pod, first_list),
             Ok(watcher::Event::Apply(pod)) => (pod, false),
             Ok(watcher::Event::InitDone) => {
                 first_list = false;
-                last_failure = None;
                 continue;
             }
             Ok(watcher::Event::Delete(pod)) => {
@@ -127,10 +140,8 @@ pub async fn run<S: LogSink>(
                         source,
                     });
                 }
-                let text = source.to_string();
-                if last_failure.as_deref() != Some(text.as_str()) {
-                    sink.note(&format!("watching pods for logs failed, retrying: {text}"));
-                    last_failure = Some(text);
+                if let Some(line) = health.failed(&source) {
+                    sink.note(&line);
                 }
                 continue;
             }
@@ -166,17 +177,7 @@ pub async fn run<S: LogSink>(
 
 /// An error of the first list that retrying will not fix.
 fn permanent(err: &watcher::Error) -> bool {
-    matches!(api_code(err), Some(400 | 401 | 403 | 404))
-}
-
-fn api_code(err: &watcher::Error) -> Option<u16> {
-    match err {
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
-        watcher::Error::WatchError(status) => Some(status.code),
-        _ => None,
-    }
+    matches!(status_code(err), Some(400 | 401 | 403 | 404))
 }
 
 /// The containers of `pod` whose logs can be read now, with the id of the instance the log
