@@ -6,6 +6,12 @@
 //! connection is replayed on another pod — nothing reached the old one, so nothing runs twice —
 //! and the client never sees the failure. After the first byte the connection is the pod's.
 //!
+//! A pod that shuts down (a redeploy replaced it) may take a request and never answer: the dev
+//! server was killed, or containerd passes its close on a second late. A request that is safe to
+//! run twice — HTTP GET, HEAD or OPTIONS, the methods RFC 9110 calls safe, and what proxies such as
+//! nginx retry — is moved to another pod when its pod starts shutting down before answering, so a
+//! save in the inner loop never shows up as a failed page load.
+//!
 //! The portforward protocol cannot half-close: closing our side of the stream also closes the
 //! pod's answer. So a client's end of input is not passed on; the connection ends when the pod
 //! closes it, when writing to the client fails, or after [`LINGER`] of silence from the pod once
@@ -180,6 +186,9 @@ async fn copy(
                     // close (one ordered websocket), so it is ready now.
                     return match error.as_mut().now_or_never().flatten() {
                         Some(message) => unanswered(message, target, endpoint, client),
+                        None if movable(client) && target.leaving(&endpoint.pod) => {
+                            Attempt::Unreached("the pod closed the connection as it shut down".into())
+                        }
                         None => Attempt::Done,
                     };
                 }
@@ -204,6 +213,11 @@ async fn copy(
                 }
                 None => error_open = false,
             },
+            () = target.changed(), if !answered && movable(client) => {
+                if target.leaving(&endpoint.pod) {
+                    return Attempt::Unreached("the pod is shutting down".into());
+                }
+            }
             () = tokio::time::sleep(LINGER), if client.done => break,
         }
     }
@@ -222,6 +236,13 @@ fn keep(client: &mut Client, bytes: &[u8]) {
     } else {
         client.sent.extend_from_slice(bytes);
     }
+}
+
+/// Whether what the client sent so far may run on another pod as well: a whole safe HTTP request
+/// (GET, HEAD, OPTIONS), still kept. Anything else may have changed something on the pod.
+fn movable(client: &Client) -> bool {
+    const SAFE: [&[u8]; 3] = [b"GET ", b"HEAD ", b"OPTIONS "];
+    !client.too_long && SAFE.iter().any(|m| client.sent.starts_with(m))
 }
 
 /// The kubelet reported `message` before the pod answered.
@@ -280,6 +301,24 @@ mod tests {
         assert!(!never_connected(
             "error forwarding port 8080 to pod 1f2e, uid : read tcp4 127.0.0.1:51234->127.0.0.1:8080: read: connection reset by peer"
         ));
+    }
+
+    #[test]
+    fn only_safe_http_requests_move_off_a_pod_that_shuts_down() {
+        let sent = |bytes: &[u8]| Client {
+            sent: bytes.to_vec(),
+            ..Client::default()
+        };
+        assert!(movable(&sent(b"GET /albums/ HTTP/1.1\r\nHost: x\r\n\r\n")));
+        assert!(movable(&sent(b"HEAD / HTTP/1.1\r\n\r\n")));
+        assert!(!movable(&sent(b"POST /albums/ HTTP/1.1\r\n\r\ntitle=x")));
+        assert!(!movable(&sent(b"DELETE /albums/1 HTTP/1.1\r\n\r\n")));
+        // Not HTTP (a database's startup message), or nothing sent yet.
+        assert!(!movable(&sent(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")));
+        assert!(!movable(&sent(b"")));
+        let mut long = sent(b"GET / HTTP/1.1\r\n");
+        keep(&mut long, &vec![b'a'; REPLAY_LIMIT]);
+        assert!(!movable(&long));
     }
 
     #[test]

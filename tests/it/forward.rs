@@ -83,13 +83,17 @@ fn free_port() -> u16 {
 /// `GET /` through 127.0.0.1:`port` on a new connection: the body of a 200, or what went wrong.
 /// Reads `Content-Length` bytes of body, as browsers do, rather than waiting for the close.
 fn get(port: u16) -> Result<String, String> {
+    get_path(port, "/index.html")
+}
+
+fn get_path(port: u16, path: &str) -> Result<String, String> {
     let mut stream =
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     stream
-        .write_all(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .map_err(|e| format!("send: {e}"))?;
     let mut response = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -127,6 +131,91 @@ fn complete(response: &[u8]) -> bool {
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse::<usize>().ok())
         .is_some_and(|len| body.len() >= len)
+}
+
+/// busybox httpd whose page is a CGI script that never answers while MODE is `hang`, and a pod
+/// that takes 30 s to stop (httpd as PID 1 ignores SIGTERM): a dev server that was killed while
+/// handling a request, or one that takes its time to shut down.
+const HANG: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hang}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hang}}
+  template:
+    metadata: {labels: {app: hang}}
+    spec:
+      terminationGracePeriodSeconds: 30
+      automountServiceAccountToken: false
+      containers:
+        - name: web
+          image: busybox:1.36
+          imagePullPolicy: Never
+          env: [{name: MODE, value: hang}]
+          command:
+            - sh
+            - -c
+            - |
+              mkdir -p /www/cgi-bin
+              cat > /www/cgi-bin/page <<'CGI'
+              #!/bin/sh
+              [ "$MODE" = hang ] && sleep 3600
+              printf 'Content-Type: text/plain\r\n\r\nmode=%s\n' "$MODE"
+              CGI
+              chmod +x /www/cgi-bin/page
+              exec httpd -f -p 8080 -h /www
+          ports: [{name: http, containerPort: 8080}]
+"#;
+
+#[test]
+fn cluster_tier_a_get_that_a_replaced_pod_never_answers_moves_to_the_new_pod() {
+    let test = "cluster_tier_a_get_that_a_replaced_pod_never_answers_moves_to_the_new_pod";
+    if !Tier::KindCluster.available(test) {
+        return;
+    }
+    let context = Tier::KindCluster.context();
+    let ns = Namespace::new(&context, "forward-move");
+    ns.apply(HANG);
+    ns.kubectl(&["rollout", "status", "deployment/hang", "--timeout=180s"])
+        .unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime
+        .block_on(devloop::cluster::client(&context))
+        .unwrap()
+        .kube;
+    let cancel = CancellationToken::new();
+    let opts = ForwardOptions::default();
+    let listeners = forward::bind(
+        &[forward("deployment/hang", 8080, free_port())],
+        &opts,
+        &printer(),
+    )
+    .unwrap();
+    let port = listeners.local_ports()[0];
+    let serving =
+        runtime.spawn(listeners.serve(client, ns.name.clone(), opts, cancel.clone(), printer()));
+
+    // The request reaches the hanging pod; then a redeploy replaces it.
+    let asking = std::thread::spawn(move || {
+        let asked = Instant::now();
+        (get_path(port, "/cgi-bin/page"), asked.elapsed())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!asking.is_finished(), "the hanging pod answered");
+    ns.kubectl(&["set", "env", "deployment/hang", "MODE=answer"])
+        .unwrap();
+    let (body, took) = asking.join().unwrap();
+    assert_eq!(
+        body.expect("the request is answered by the new pod"),
+        "mode=answer\n"
+    );
+    // The old pod takes 30 s to stop: the request moved when it started shutting down.
+    assert!(took < Duration::from_secs(25), "answered after {took:?}");
+
+    cancel.cancel();
+    runtime.block_on(serving).unwrap().unwrap();
 }
 
 fn rollout_status(ns: &Namespace) {
