@@ -13,7 +13,7 @@ now() { date +%s.%N; }
 
 echo "building devloop (release)" >&2
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-DEVLOOP=$ROOT/target/release/devloop
+DEVLOOP=${CARGO_TARGET_DIR:-$ROOT/target}/release/devloop
 
 STARTED_CLUSTER=
 if ! kubectl --context "$CONTEXT" get nodes --request-timeout=5s >/dev/null 2>&1; then

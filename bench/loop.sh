@@ -61,7 +61,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # PAGE (the file, relative to the project) and URL_PATH (where it is served) pick the page.
 measure() {
   PAGE=${PAGE:-www/index.html} URL_PATH=${URL_PATH:-/} python3 - "$@" <<'PY'
-import os, subprocess, sys, time, urllib.request, re, statistics
+import os, random, subprocess, sys, time, urllib.request, re, statistics
 mode, project, port, edits = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 manual = sys.argv[5] if len(sys.argv) > 5 else ""
 page = f"{project}/{os.environ['PAGE']}"
@@ -75,6 +75,7 @@ def fetch(p):
     except Exception:
         return ""
 out = []
+pause = random.Random(mode)
 for i in range(edits):
     marker = f"<p>{mode}-{i}-{time.time_ns()}</p>"
     text = original.replace("</body>", marker + "\n</body>")
@@ -102,7 +103,10 @@ for i in range(edits):
         pf.terminate(); pf.wait()
     out.append(ms)
     print(f"  {mode} edit {i + 1}/{edits}: {ms:.0f} ms", file=sys.stderr)
-    time.sleep(0.3 if mode == "sync" else 1.0)
+    # A pause of random length: the kubelet notices a started container at its next 1 s relist,
+    # and a fixed pause would lock every edit of a run to one phase of that clock (all lucky or
+    # all unlucky: ~1.0 s apart). Seeded, so that runs are comparable.
+    time.sleep(pause.uniform(0.3, 0.8) if mode == "sync" else pause.uniform(1.0, 2.0))
 out.sort()
 p50 = statistics.median(out)
 p95 = out[min(len(out) - 1, int(round(0.95 * (len(out) - 1))))]
