@@ -751,19 +751,11 @@ mod interrupt_tests {
         (kube::Client::new(service, "dev"), seen)
     }
 
-    fn interrupted() -> CancellationToken {
+    /// What `body` gets from a runner on `kube` whose Ctrl+C was already pressed.
+    async fn after_ctrl_c<T>(kube: kube::Client, body: impl AsyncFnOnce(&Runner<'_>) -> T) -> T {
+        let printer = Printer::new(true, 0, crate::cli::ColorChoice::Never);
         let cancel = CancellationToken::new();
         cancel.cancel();
-        cancel
-    }
-
-    #[tokio::test]
-    async fn after_ctrl_c_no_job_is_started() {
-        let (kube, seen) = server(StatusCode::OK);
-        let (printer, cancel) = (
-            Printer::new(true, 0, crate::cli::ColorChoice::Never),
-            interrupted(),
-        );
         let runner = Runner {
             kube,
             namespace: "dev",
@@ -771,10 +763,19 @@ mod interrupt_tests {
             cancel: &cancel,
             timeout: Duration::from_secs(5),
         };
-        let err = runner
-            .create_job(Job::default(), "backup")
-            .await
-            .unwrap_err();
+        body(&runner).await
+    }
+
+    #[tokio::test]
+    async fn after_ctrl_c_no_job_is_started() {
+        let (kube, seen) = server(StatusCode::OK);
+        let err = after_ctrl_c(kube, async |runner| {
+            runner
+                .create_job(Job::default(), "backup")
+                .await
+                .unwrap_err()
+        })
+        .await;
         assert_eq!(
             err.to_string(),
             "interrupted before starting the backup Job in namespace `dev`; nothing was started"
@@ -797,21 +798,13 @@ mod interrupt_tests {
             ),
         ] {
             let (kube, seen) = server(delete);
-            let (printer, cancel) = (
-                Printer::new(true, 0, crate::cli::ColorChoice::Never),
-                interrupted(),
-            );
-            let runner = Runner {
-                kube,
-                namespace: "dev",
-                printer: &printer,
-                cancel: &cancel,
-                timeout: Duration::from_secs(5),
-            };
-            let err = runner
-                .run_pod(Pod::default(), "listing backups")
-                .await
-                .unwrap_err();
+            let err = after_ctrl_c(kube, async |runner| {
+                runner
+                    .run_pod(Pod::default(), "listing backups")
+                    .await
+                    .unwrap_err()
+            })
+            .await;
             let BackupError::Interrupted { leaves: left, .. } = &err else {
                 panic!("{err}");
             };

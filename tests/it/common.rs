@@ -80,6 +80,17 @@ pub fn kind_sample_test(
     Some((context, ns, sample(sample_name)))
 }
 
+/// The kind tier's context and a fresh namespace for `test`; `None` (the tier skips, as
+/// [`Tier::available`] says) without a test cluster.
+pub fn kind_cluster_test(test: &str, namespace: &str) -> Option<(String, Namespace)> {
+    if !Tier::KindCluster.available(test) {
+        return None;
+    }
+    let context = Tier::KindCluster.context();
+    let ns = Namespace::new(&context, namespace);
+    Some((context, ns))
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -15,7 +15,7 @@ use devloop::forward::{self, ForwardError, ForwardOptions};
 use devloop::output::Printer;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Namespace, Tier};
+use crate::common::{Namespace, kind_cluster_test};
 
 /// busybox httpd serving "$VERSION $HOSTNAME" on a named port 8080, with no readiness probe
 /// and a server that starts listening 2 s after the pod is Ready (as a slow app server does):
@@ -171,11 +171,9 @@ spec:
 #[test]
 fn cluster_tier_a_get_that_a_replaced_pod_never_answers_moves_to_the_new_pod() {
     let test = "cluster_tier_a_get_that_a_replaced_pod_never_answers_moves_to_the_new_pod";
-    if !Tier::KindCluster.available(test) {
+    let Some((context, ns)) = kind_cluster_test(test, "forward-move") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "forward-move");
+    };
     ns.apply(HANG);
     ns.kubectl(&["rollout", "status", "deployment/hang", "--timeout=180s"])
         .unwrap();
@@ -283,11 +281,9 @@ impl Client {
 #[test]
 fn cluster_tier_forward_serves_through_rollouts_without_a_failed_request() {
     let test = "cluster_tier_forward_serves_through_rollouts_without_a_failed_request";
-    if !Tier::KindCluster.available(test) {
+    let Some((context, ns)) = kind_cluster_test(test, "forward") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "forward");
+    };
     ns.apply(WEB);
     rollout_status(&ns);
 

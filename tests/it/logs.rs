@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use devloop::logs::{self, LogSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Namespace, Tier};
+use crate::common::kind_cluster_test;
 
 /// What the streams produced: (source, colour, text) per line, and notes.
 #[derive(Clone, Default)]
@@ -88,11 +88,9 @@ pub(crate) fn pod(name: &str, labelled: bool, init: Option<&str>, main: &str) ->
 #[test]
 fn cluster_tier_logs_follow_new_pods_and_restarts_from_now_on() {
     let test = "cluster_tier_logs_follow_new_pods_and_restarts_from_now_on";
-    if !Tier::KindCluster.available(test) {
+    let Some((context, ns)) = kind_cluster_test(test, "logs") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "logs");
+    };
     let ticking = "echo history-line; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done";
     ns.apply(&pod("old", true, None, ticking));
     ns.apply(&pod("other", false, None, ticking));

@@ -19,8 +19,8 @@ use devloop::logs;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    Background, Namespace, Tier, free_port, kind_sample_test, kubectl, use_local_port, wait_http,
-    write,
+    Background, Namespace, free_port, kind_cluster_test, kind_sample_test, kubectl, use_local_port,
+    wait_http, write,
 };
 use crate::logs::{Collected, pod};
 
@@ -424,11 +424,9 @@ fn cluster_tier_a_sync_and_a_deploy_wait_for_the_api_server_and_run_when_it_retu
 #[test]
 fn cluster_tier_pod_logs_stream_again_after_the_api_server_returns_without_a_repeat() {
     let test = "cluster_tier_pod_logs_stream_again_after_the_api_server_returns_without_a_repeat";
-    if !Tier::KindCluster.available(test) {
+    let Some((context, ns)) = kind_cluster_test(test, "logs-outage") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "logs-outage");
+    };
     let ticking = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done";
     ns.apply(&pod("ticker", true, None, ticking));
     ns.kubectl(&[

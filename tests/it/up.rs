@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    Background, Namespace, Tier, devloop_with, free_port, kind_sample_test, kubectl, sample,
-    use_local_port,
+    Background, Namespace, Tier, devloop_with, free_port, kind_cluster_test, kind_sample_test,
+    kubectl, sample, use_local_port,
 };
 
 /// `kubectl port-forward` to the web Service for the test's own requests.
@@ -348,11 +348,9 @@ fn cluster_tier_up_down_and_profile_switch_keep_the_data() {
 #[test]
 fn cluster_tier_down_all_refuses_without_confirmation() {
     let test = "cluster_tier_down_all_refuses_without_confirmation";
-    if !Tier::KindCluster.available(test) {
+    let Some((context, ns)) = kind_cluster_test(test, "downall") else {
         return;
-    }
-    let context = Tier::KindCluster.context();
-    let ns = Namespace::new(&context, "downall");
+    };
     let project = sample("minimal");
     let run = devloop_with(
         project.path(),
