@@ -75,22 +75,26 @@ fn dispatch(cli: &Cli, printer: &Printer) -> Result<(), Error> {
             commands::completions(args, printer);
             Ok(())
         }
-        Command::Doctor(args) => runtime().block_on(commands::doctor::run(global, args, printer)),
-        Command::Build(args) => runtime().block_on(commands::build::run(global, args, printer)),
-        Command::Up(args) => runtime().block_on(commands::up::run(global, args, printer)),
-        Command::Down(args) => runtime().block_on(commands::down::run(global, args, printer)),
-        Command::Status(args) => runtime().block_on(commands::status::run(global, args, printer)),
-        Command::Backup(command) => {
-            runtime().block_on(commands::backup::run(global, command, printer))
-        }
+        Command::Doctor(args) => block_on(commands::doctor::run(global, args, printer)),
+        Command::Build(args) => block_on(commands::build::run(global, args, printer)),
+        Command::Up(args) => block_on(commands::up::run(global, args, printer)),
+        Command::Down(args) => block_on(commands::down::run(global, args, printer)),
+        Command::Status(args) => block_on(commands::status::run(global, args, printer)),
+        Command::Backup(command) => block_on(commands::backup::run(global, command, printer)),
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// Run a command to its end on a runtime of its own.
+fn block_on<T>(command: impl std::future::Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("the OS can start a tokio runtime")
+        .expect("the OS can start a tokio runtime");
+    let result = runtime.block_on(command);
+    // The command has joined what it runs. What is left is a blocking read of the terminal that
+    // Ctrl+C abandoned (a prompt): waiting for it would wait for an Enter nobody will press.
+    runtime.shutdown_background();
+    result
 }
 
 /// `-v` is for the user's story; `-vv` (or `RUST_LOG`) turns on diagnostics.

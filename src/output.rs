@@ -73,9 +73,12 @@ impl Printer {
         if !std::io::stdin().is_terminal() {
             return None;
         }
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "{} {question} ", self.paint(Style::Bold, "?"));
-        let _ = err.flush();
+        {
+            // Not held while reading: a Ctrl+C during the question prints on stderr.
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "{} {question} ", self.paint(Style::Bold, "?"));
+            let _ = err.flush();
+        }
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer).ok()?;
         Some(answer.trim().to_string())

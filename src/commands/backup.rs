@@ -15,6 +15,7 @@ use crate::config::{self, Project};
 use crate::error::Error;
 use crate::output::Printer;
 use crate::session::Session;
+use tokio_util::sync::CancellationToken;
 
 pub async fn run(
     global: &GlobalArgs,
@@ -128,8 +129,16 @@ async fn restore(
             "Restore {described} into namespace `{}`? This replaces the current data (a safety backup is taken first).",
             backups.namespace()
         );
-        if !ask(printer, &question).await {
-            return Err(BackupError::Declined.into());
+        match ask(printer, &question, &session.cancel).await {
+            Some(true) => {}
+            Some(false) => return Err(BackupError::Declined.into()),
+            None => {
+                return Err(BackupError::InterruptedBeforeStart {
+                    what: "restore",
+                    namespace: backups.namespace().to_string(),
+                }
+                .into());
+            }
         }
     }
     printer.info(&format!(
@@ -157,15 +166,23 @@ async fn restore(
     Ok(())
 }
 
-/// Ask a yes/no question on the terminal; anything but `y`/`yes` is no. The question is shown
-/// even with `--quiet`: a prompt nobody sees would hang.
-async fn ask(printer: &Printer, question: &str) -> bool {
+/// Ask a yes/no question on the terminal; anything but `y`/`yes` is no, and Ctrl+C while it
+/// waits is `None`. The question is shown even with `--quiet`: a prompt nobody sees would hang.
+async fn ask(printer: &Printer, question: &str, cancel: &CancellationToken) -> Option<bool> {
     let (printer, question) = (*printer, format!("{question} [y/N]"));
-    tokio::task::spawn_blocking(move || printer.ask(&question))
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "y" | "yes"))
+    // The read blocks its thread until Enter; the process does not wait for it on the way out.
+    let answer = tokio::task::spawn_blocking(move || printer.ask(&question));
+    tokio::select! {
+        // Ctrl+C first: pressed during the question, it is the answer.
+        biased;
+        () = cancel.cancelled() => None,
+        answer = answer => Some(
+            answer
+                .ok()
+                .flatten()
+                .is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "y" | "yes")),
+        ),
+    }
 }
 
 fn print_json(printer: &Printer, value: &impl Serialize) {
