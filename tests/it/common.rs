@@ -91,6 +91,16 @@ pub fn kind_cluster_test(test: &str, namespace: &str) -> Option<(String, Namespa
     Some((context, ns))
 }
 
+/// A runtime and a client of `context`, for tests that run devloop's async parts directly.
+pub fn kube_client(context: &str) -> (tokio::runtime::Runtime, kube::Client) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime
+        .block_on(devloop::cluster::client(context))
+        .unwrap()
+        .kube;
+    (runtime, client)
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

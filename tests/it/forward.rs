@@ -15,7 +15,7 @@ use devloop::forward::{self, ForwardError, ForwardOptions};
 use devloop::output::Printer;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Namespace, kind_cluster_test};
+use crate::common::{Namespace, kind_cluster_test, kube_client};
 
 /// busybox httpd serving "$VERSION $HOSTNAME" on a named port 8080, with no readiness probe
 /// and a server that starts listening 2 s after the pod is Ready (as a slow app server does):
@@ -178,11 +178,7 @@ fn cluster_tier_a_get_that_a_replaced_pod_never_answers_moves_to_the_new_pod() {
     ns.kubectl(&["rollout", "status", "deployment/hang", "--timeout=180s"])
         .unwrap();
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime
-        .block_on(devloop::cluster::client(&context))
-        .unwrap()
-        .kube;
+    let (runtime, client) = kube_client(&context);
     let cancel = CancellationToken::new();
     let opts = ForwardOptions::default();
     let listeners = forward::bind(
@@ -300,11 +296,7 @@ fn cluster_tier_forward_serves_through_rollouts_without_a_failed_request() {
         ready_timeout: Duration::from_secs(90),
     };
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime
-        .block_on(devloop::cluster::client(&context))
-        .unwrap()
-        .kube;
+    let (runtime, client) = kube_client(&context);
     let cancel = CancellationToken::new();
     let listeners = forward::bind(&forwards, &opts, &printer()).unwrap();
     let ports = listeners.local_ports();

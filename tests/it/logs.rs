@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use devloop::logs::{self, LogSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::kind_cluster_test;
+use crate::common::{kind_cluster_test, kube_client};
 
 /// What the streams produced: (source, colour, text) per line, and notes.
 #[derive(Clone, Default)]
@@ -113,11 +113,7 @@ fn cluster_tier_logs_follow_new_pods_and_restarts_from_now_on() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime
-        .block_on(devloop::cluster::client(&context))
-        .unwrap()
-        .kube;
+    let (runtime, client) = kube_client(&context);
     let cancel = CancellationToken::new();
     let collected = Collected::default();
     let streaming = runtime.spawn(logs::run(
