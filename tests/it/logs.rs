@@ -12,9 +12,9 @@ use crate::common::{kind_cluster_test, kube_client};
 
 /// What the streams produced: (source, colour, text) per line, and notes.
 #[derive(Clone, Default)]
-pub(crate) struct Collected {
+struct Collected {
     lines: Arc<Mutex<Vec<(String, usize, String)>>>,
-    pub(crate) notes: Arc<Mutex<Vec<String>>>,
+    notes: Arc<Mutex<Vec<String>>>,
 }
 
 impl LogSink for Collected {
@@ -31,7 +31,7 @@ impl LogSink for Collected {
 }
 
 impl Collected {
-    pub(crate) fn texts(&self, source: &str) -> Vec<String> {
+    fn texts(&self, source: &str) -> Vec<String> {
         self.lines
             .lock()
             .unwrap()
@@ -51,7 +51,7 @@ impl Collected {
     }
 
     /// Wait up to `timeout` until `check` holds; panics with everything collected otherwise.
-    pub(crate) fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&Self) -> bool) {
+    fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&Self) -> bool) {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             if check(self) {
@@ -67,7 +67,7 @@ impl Collected {
     }
 }
 
-pub(crate) fn pod(name: &str, labelled: bool, init: Option<&str>, main: &str) -> String {
+fn pod(name: &str, labelled: bool, init: Option<&str>, main: &str) -> String {
     let labels = if labelled {
         "{app: logs}"
     } else {

@@ -3,8 +3,7 @@
 //! front of the engine's, a TCP port in front of the API server's — so the real services keep
 //! running for everyone else. What is checked: devloop says once what it waits for, keeps the
 //! last good version serving, and does the work left pending when the service answers again,
-//! without another edit; Ctrl+C stops it in order while it waits. Pod logs stream again when the
-//! API server returns, without a line missed or repeated.
+//! without another edit; Ctrl+C stops it in order while it waits.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -15,14 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use devloop::logs;
-use tokio_util::sync::CancellationToken;
-
 use crate::common::{
-    Background, Namespace, free_port, kind_cluster_test, kind_sample_test, kubectl, use_local_port,
-    wait_http, write,
+    Background, Namespace, free_port, kind_sample_test, kubectl, use_local_port, wait_http, write,
 };
-use crate::logs::{Collected, pod};
 
 #[derive(Clone)]
 enum Addr {
@@ -185,29 +179,6 @@ fn docker_socket() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
 }
 
-/// A relay in front of the API server of `context`'s cluster (not started), and a kubeconfig in
-/// `dir` with the same cluster and credentials but the relay as its server: its path and the
-/// relayed server's URL.
-fn api_server_relay(context: &str, dir: &Path) -> (Relay, PathBuf, String) {
-    let view = kubectl(context, &["config", "view", "--minify", "--flatten"]).unwrap();
-    let server = view
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("a server in the kubeconfig")
-        .trim()
-        .to_string();
-    let upstream: SocketAddr = server
-        .strip_prefix("https://")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("the test needs a server at https://IP:PORT, not {server}"));
-    let relayed: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let relayed_url = format!("https://{relayed}");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, view.replace(&server, &relayed_url)).unwrap();
-    let relay = Relay::new(Addr::Tcp(relayed), Addr::Tcp(upstream));
-    (relay, kubeconfig, relayed_url)
-}
-
 fn start_up(dir: &Path, ns: &Namespace, port: u16, env: &[(&str, &str)]) -> Background {
     use_local_port(dir, port);
     let up = Background::spawn(
@@ -332,8 +303,24 @@ fn cluster_tier_a_sync_and_a_deploy_wait_for_the_api_server_and_run_when_it_retu
         return;
     };
     let dir = project.path();
+    // The test's kubeconfig: the same cluster and credentials, its server behind the relay.
+    let view = kubectl(&context, &["config", "view", "--minify", "--flatten"]).unwrap();
+    let server = view
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server in the kubeconfig")
+        .trim()
+        .to_string();
+    let upstream: SocketAddr = server
+        .strip_prefix("https://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the test needs a server at https://IP:PORT, not {server}"));
+    let relayed: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let relayed_url = format!("https://{relayed}");
     let configs = tempfile::tempdir().unwrap();
-    let (mut relay, kubeconfig, relayed_url) = api_server_relay(&context, configs.path());
+    let kubeconfig = configs.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, view.replace(&server, &relayed_url)).unwrap();
+    let mut relay = Relay::new(Addr::Tcp(relayed), Addr::Tcp(upstream));
     relay.start();
     let port = free_port();
     let kubeconfig = kubeconfig.display().to_string();
@@ -419,88 +406,4 @@ fn cluster_tier_a_sync_and_a_deploy_wait_for_the_api_server_and_run_when_it_retu
         Duration::from_secs(30)
     ));
     assert_eq!(up.stop(), Some(0), "{}", up.log());
-}
-
-#[test]
-fn cluster_tier_pod_logs_stream_again_after_the_api_server_returns_without_a_repeat() {
-    let test = "cluster_tier_pod_logs_stream_again_after_the_api_server_returns_without_a_repeat";
-    let Some((context, ns)) = kind_cluster_test(test, "logs-outage") else {
-        return;
-    };
-    let ticking = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done";
-    ns.apply(&pod("ticker", true, None, ticking));
-    ns.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod/ticker",
-        "--timeout=90s",
-    ])
-    .unwrap();
-    let configs = tempfile::tempdir().unwrap();
-    let (mut relay, kubeconfig, _) = api_server_relay(&context, configs.path());
-    relay.start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    });
-    let cancel = CancellationToken::new();
-    let collected = Collected::default();
-    let streaming = runtime.spawn(logs::run(
-        client,
-        ns.name.clone(),
-        "app=logs".into(),
-        cancel.clone(),
-        collected.clone(),
-    ));
-    collected.wait_for("lines", Duration::from_secs(30), |c| {
-        c.texts("ticker/main").len() >= 3
-    });
-    let noted =
-        |c: &Collected, text: &str| c.notes.lock().unwrap().iter().any(|n| n.contains(text));
-
-    // The API server goes away for a few seconds while the pod goes on printing.
-    relay.stop();
-    collected.wait_for("note of the lost watch", Duration::from_secs(60), |c| {
-        noted(c, "lost the watch")
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    relay.start();
-    // A line the pod prints after the return (the cluster's own address, not the relay's).
-    let printed = ns.kubectl(&["logs", "ticker", "--tail=1"]).unwrap();
-    let after: u64 = printed
-        .trim()
-        .strip_prefix("tick-")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let wanted = format!("tick-{}", after + 5);
-    collected.wait_for(&wanted, Duration::from_secs(90), |c| {
-        c.texts("ticker/main").contains(&wanted)
-    });
-    // The watch relists on its own backoff, maybe after the streams resumed.
-    collected.wait_for("note of the watch's return", Duration::from_secs(60), |c| {
-        noted(c, "is back")
-    });
-
-    // Every line once, none missed: those printed while the API server was away too.
-    let texts = collected.texts("ticker/main");
-    let ticks: Vec<u64> = texts
-        .iter()
-        .map(|t| t.strip_prefix("tick-").and_then(|n| n.parse().ok()))
-        .collect::<Option<_>>()
-        .unwrap_or_else(|| panic!("not a tick: {texts:?}"));
-    assert!(
-        ticks.windows(2).all(|w| w[1] == w[0] + 1),
-        "lines repeated or missed: {texts:?}"
-    );
-
-    cancel.cancel();
-    runtime
-        .block_on(streaming)
-        .expect("logs::run does not panic")
-        .expect("logs::run ends cleanly");
 }
