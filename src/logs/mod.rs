@@ -104,6 +104,7 @@ pub async fn run<S: LogSink>(
     // Container instances already followed, by pod uid, container name and container id.
     let mut followed: HashSet<(String, String, String)> = HashSet::new();
     let mut colours: HashMap<String, usize> = HashMap::new();
+    let mut shown: HashMap<(String, String), Shown> = HashMap::new();
     // Instances found by the first list ran before we started: only their new lines are shown.
     let mut first_list = true;
     let mut health = WatchHealth::new("logs");
@@ -153,6 +154,10 @@ pub async fn run<S: LogSink>(
                 continue;
             }
             let source = format!("{}/{container}", pod.name_any());
+            let shown = shown
+                .entry((uid.clone(), container.clone()))
+                .or_default()
+                .clone();
             let next = colours.len();
             let colour = *colours.entry(source.clone()).or_insert(next);
             streams.spawn(follow(
@@ -163,6 +168,7 @@ pub async fn run<S: LogSink>(
                     instance,
                     source,
                     colour,
+                    shown,
                 },
                 from_now,
                 stop_streams.clone(),
@@ -223,6 +229,34 @@ struct Stream {
     instance: String,
     source: String,
     colour: usize,
+    /// Lines shown of every instance of this container, shared by their streams.
+    shown: Shown,
+}
+
+/// The last lines shown of a container, by timestamp and text, shared by the streams of its
+/// instances. The log endpoint serves the container's current instance, not the one a stream
+/// asked about: a stream opened for an instance that just exited can get its successor's log
+/// when the kubelet restarts the container in between, and that successor has a stream of its
+/// own. A line with the same nanosecond timestamp and text was already shown by the other.
+#[derive(Clone, Default)]
+struct Shown(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(Timestamp, String)>>>);
+
+impl Shown {
+    /// How many recent lines are remembered: far more than two racing streams can overlap.
+    const KEEP: usize = 4096;
+
+    /// Whether the line is new; remembered if so.
+    fn first_time(&self, at: Timestamp, text: &str) -> bool {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.iter().any(|(t, x)| *t == at && x == text) {
+            return false;
+        }
+        if lines.len() == Self::KEEP {
+            lines.pop_front();
+        }
+        lines.push_back((at, text.to_string()));
+        true
+    }
 }
 
 impl Stream {
@@ -293,6 +327,11 @@ async fn follow<S: LogSink>(stream: Stream, from_now: bool, cancel: Cancellation
                         continue;
                     }
                     last = at.or(last);
+                    if let Some(at) = at
+                        && !stream.shown.first_time(at, text)
+                    {
+                        continue;
+                    }
                     sink.line(&stream.source, stream.colour, text);
                 }
             }
@@ -333,6 +372,18 @@ fn split_timestamp(line: &str) -> (Option<Timestamp>, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_two_streams_of_one_container_both_read_is_shown_once() {
+        let shown = Shown::default();
+        let other = shown.clone();
+        let at: Timestamp = "2026-11-25T20:00:00.123456789Z".parse().unwrap();
+        assert!(shown.first_time(at, "main-started"));
+        assert!(!other.first_time(at, "main-started"));
+        // The same text at another moment is another line.
+        let later: Timestamp = "2026-11-25T20:00:03.5Z".parse().unwrap();
+        assert!(other.first_time(later, "main-started"));
+    }
 
     fn status(json: serde_json::Value) -> ContainerStatus {
         let mut base = serde_json::json!({"name": "web", "image": "web", "imageID": "", "ready": false, "restartCount": 0});
